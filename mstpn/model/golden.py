@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..spec.device import DeviceModel
-from ..spec.presets import Preset
+from ..spec.preprocess import unpack_bits
+from ..spec.presets import FrameGeometry, Preset
 from ..spec.qformat import (
     ACT,
     ACT_ONE,
@@ -33,6 +34,7 @@ from ..spec.qformat import (
     PLASTIC_NORM_SHIFT,
     SHORT_TERM,
     TANH_INDEX_BITS,
+    f_to_g,
     tanh_table,
 )
 from .noise import LaneNoise
@@ -68,28 +70,26 @@ def neuron(acc: np.ndarray, gain: np.ndarray, bias: np.ndarray, shift: int) -> n
     return np.sign(u) * _TANH[np.minimum(np.abs(u), _TANH_MAX_INDEX)]
 
 
-def frames_to_bits(frames: np.ndarray, pixels: int) -> np.ndarray:
+def frames_to_bits(frames: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
     """Binary inputs as (batch, pixels) int64 from packed bytes or boolean images.
 
-    Packed frames are (batch, ceil(pixels/8)) uint8 in the order of
-    :func:`mstpn.spec.preprocess.pack_bits`; boolean frames are (batch, rows, cols).
+    Packed frames are (batch, bytes) uint8 as :func:`mstpn.spec.preprocess.pack_bits` makes
+    them; boolean frames are (batch, rows, cols).
     """
     frames = np.asarray(frames)
     if frames.dtype == np.uint8 and frames.ndim == 2:
-        nbytes = (pixels + 7) // 8
-        if frames.shape[1] != nbytes:
-            raise ValueError(f"packed frames must have {nbytes} bytes, not {frames.shape[1]}")
-        bits = np.unpackbits(frames, axis=1, bitorder="little")[:, :pixels]
-    elif frames.dtype == np.bool_ and frames.ndim == 3:
-        bits = frames.reshape(frames.shape[0], -1)
-        if bits.shape[1] != pixels:
-            raise ValueError(f"frames must have {pixels} pixels, not {bits.shape[1]}")
-    else:
+        frames = unpack_bits(frames, geometry)
+    elif frames.dtype != np.bool_ or frames.ndim != 3:
         raise ValueError(
             "frames must be packed (batch, bytes) uint8 or boolean (batch, rows, cols), "
             f"not {frames.dtype} of shape {frames.shape}"
         )
-    return bits.astype(np.int64)
+    if frames.shape[1:] != (geometry.rows, geometry.cols):
+        raise ValueError(
+            f"frames must be {geometry.rows}x{geometry.cols} pixels, not "
+            f"{frames.shape[1]}x{frames.shape[2]}"
+        )
+    return frames.reshape(frames.shape[0], -1).astype(np.int64)
 
 
 @dataclass
@@ -252,7 +252,7 @@ class GoldenModel:
             hebb = hebb * np.where(hebb >= 0, dev.asym_up, dev.asym_down)
             frac += ASYM.frac
         if dev.soft_bound:
-            g_old = np.clip(p["w"] + f_old, dev.g_min, dev.g_max)
+            g_old = np.clip(p["w"] + f_to_g(f_old), dev.g_min, dev.g_max)
             hebb = hebb * np.where(hebb >= 0, dev.g_max - g_old, g_old - dev.g_min)
             frac += dev.soft_bound_frac
         acc = ((p["decay"] * f_old) << (DECAY_ALIGN + frac - HEBB_FRAC)) + hebb
@@ -280,14 +280,14 @@ class GoldenModel:
         -------
         StepOutput
         """
-        bits = frames_to_bits(frames, self.preset.frame.pixels)
+        bits = frames_to_bits(frames, self.preset.frame)
         if bits.shape[0] != self.batch:
             raise ValueError(f"expected {self.batch} frames, got {bits.shape[0]}")
         p, dev = self._p, self.device
         x = self.encode(bits)
         z = np.concatenate([x, self.h], axis=1)
         f_new = self._fused_update()
-        g = np.clip(p["w"] + f_new, dev.g_min, dev.g_max)
+        g = np.clip(p["w"] + f_to_g(f_new), dev.g_min, dev.g_max)
         acc = np.einsum("bhn,bn->bh", g, z)
         h = neuron(acc, p["gain"], p["bias"], PLASTIC_NORM_SHIFT)
         logits = h @ p["head_w"].T + p["head_bias"]

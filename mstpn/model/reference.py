@@ -87,7 +87,7 @@ class FloatModel:
     def step(self, frames: np.ndarray) -> StepOutput:
         """One decision per episode; see :meth:`mstpn.model.golden.GoldenModel.step`."""
         p, dev = self._p, self.device
-        bits = frames_to_bits(frames, self.preset.frame.pixels).astype(np.float64)
+        bits = frames_to_bits(frames, self.preset.frame).astype(np.float64)
         x = self.encode(bits)
         z = np.concatenate([x, self.h], axis=1)
         f_old = self.f

@@ -71,14 +71,15 @@ class DeviceModel:
                 f"({1 << SHORT_TERM.bits} down to 4 levels), not {self.level_shift}"
             )
         if not isinstance(self.soft_bound, bool):
-            raise ValueError(f"device option soft_bound must be true or false, not {self.soft_bound!r}")
+            raise ValueError(
+                f"device option soft_bound must be true or false, not {self.soft_bound!r}"
+            )
         if (self.asym_up is None) != (self.asym_down is None):
             raise ValueError("device options asym_up and asym_down must both be set, or neither")
         for name in ("asym_up", "asym_down"):
             value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or not ASYM.lo <= value <= ASYM.hi
-            ):
+            valid = isinstance(value, int) and not isinstance(value, bool)
+            if value is not None and not (valid and ASYM.lo <= value <= ASYM.hi):
                 raise ValueError(
                     f"device option {name} must be an integer in {ASYM.lo}..{ASYM.hi} "
                     f"(16 is 1.0), not {value!r}"

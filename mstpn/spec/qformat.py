@@ -37,6 +37,8 @@ __all__ = [
     "PLASTIC_NORM_SHIFT",
     "HEBB_FRAC",
     "DECAY_ALIGN",
+    "F_TO_G_SHIFT",
+    "f_to_g",
     "SOFT_BOUND_FRAC_MAX",
     "NOISE_BITS_MAX",
     "tanh_table",
@@ -102,9 +104,9 @@ class QFormat:
 
     def describe(self) -> str:
         """Q-notation such as ``Q2.6 (int8)`` or ``UQ0.8 (uint8)``."""
-        ints = self.bits - self.frac - (1 if self.signed else 0)
         kind = f"{'int' if self.signed else 'uint'}{self.bits}"
-        return f"{'' if self.signed else 'U'}Q{ints + (1 if self.signed else 0)}.{self.frac} ({kind})"
+        prefix = "Q" if self.signed else "UQ"
+        return f"{prefix}{self.bits - self.frac}.{self.frac} ({kind})"
 
 
 # --- Inputs and activations -------------------------------------------------------------------
@@ -126,8 +128,9 @@ ENC_WEIGHT = QFormat("w_enc", 2, 0, True)
 
 #: Long-term weight W.
 WEIGHT = QFormat("w", 8, 6, True)
-#: Short-term (volatile) state F, on the same grid as W so that G = W + F needs no alignment.
-SHORT_TERM = QFormat("f", 8, 6, True)
+#: Short-term (volatile) state F. It may have more fraction bits than W, so that small Hebbian
+#: steps accumulate instead of being rounded away; G then adds F rounded to W's grid.
+SHORT_TERM = QFormat("f", 8, 8, True)
 #: Conductance G = sat(W + F), clamped to the device window, which lies inside this format.
 CONDUCTANCE = QFormat("g", 8, 6, True)
 #: Decay lambda (the device's relaxation), in [0, 255/256].
@@ -173,8 +176,18 @@ NOISE_BITS_MAX = HEBB_FRAC
 
 if DECAY_ALIGN < 0 or ENC_NORM_SHIFT < 0 or PLASTIC_NORM_SHIFT < 0:
     raise AssertionError("a shift derived from the formats is negative: the formats do not chain")
-if (WEIGHT.frac, SHORT_TERM.frac) != (CONDUCTANCE.frac, CONDUCTANCE.frac):
-    raise AssertionError("W, F and G must share one grid")
+#: Right shift (round half up) that brings F to the grid of W and G: G = W + round(F / 2**shift).
+F_TO_G_SHIFT = SHORT_TERM.frac - CONDUCTANCE.frac
+
+if WEIGHT.frac != CONDUCTANCE.frac or F_TO_G_SHIFT < 0:
+    raise AssertionError("W must be on G's grid, and F on it or finer")
+
+
+def f_to_g(f: np.ndarray | int) -> np.ndarray | int:
+    """F's contribution to G, on G's grid: F rounded half up by :data:`F_TO_G_SHIFT` bits."""
+    if F_TO_G_SHIFT == 0:
+        return f
+    return (f + (1 << (F_TO_G_SHIFT - 1))) >> F_TO_G_SHIFT
 
 
 def tanh_table() -> np.ndarray:
@@ -205,6 +218,7 @@ def format_table() -> dict:
         "tanh_index_bits": TANH_INDEX_BITS,
         "enc_norm_shift": ENC_NORM_SHIFT,
         "plastic_norm_shift": PLASTIC_NORM_SHIFT,
+        "f_to_g_shift": F_TO_G_SHIFT,
         "tanh_table_sha256": hashlib.sha256(tanh_table().astype("<i2").tobytes()).hexdigest(),
     }
 

@@ -1,0 +1,67 @@
+"""The Pong environment: the one definition of which frames the agent sees.
+
+Training, evaluation and play must see the same frames. Plain ``ALE/Pong-v5`` returns the last
+frame of each 4-frame skip, with sticky actions (0.25) and no no-op starts: the standard
+evaluation protocol, and the choice here. ale-py's native ``AtariVectorEnv`` is faster for
+training; :func:`make_vector_env` configures it to match (no max-pooling of the last two frames,
+no no-op starts, the same skip and stickiness), so both give the same kind of frame.
+
+ale-py ships its ROMs, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ENV_ID", "FRAMESKIP", "STICKY", "make_env", "make_vector_env"]
+
+ENV_ID = "ALE/Pong-v5"
+#: Emulated frames per decision.
+FRAMESKIP = 4
+#: Probability that the emulator repeats the previous action instead of the chosen one.
+STICKY = 0.25
+
+
+def make_env(sticky: float = STICKY, frameskip: int = FRAMESKIP, render_mode: str | None = None):
+    """A single ``ALE/Pong-v5`` with grayscale observations (210x160 uint8).
+
+    Parameters
+    ----------
+    sticky : float
+        Repeat-action probability; 0 makes the game deterministic for a given seed.
+    frameskip : int
+        Emulated frames per step.
+    render_mode : str, optional
+        ``"rgb_array"`` to record the game.
+    """
+    import ale_py
+    import gymnasium
+
+    gymnasium.register_envs(ale_py)
+    return gymnasium.make(
+        ENV_ID,
+        obs_type="grayscale",
+        frameskip=frameskip,
+        repeat_action_probability=sticky,
+        full_action_space=False,
+        render_mode=render_mode,
+    )
+
+
+def make_vector_env(num_envs: int, threads: int = 2, sticky: float = STICKY,
+                    frameskip: int = FRAMESKIP):
+    """ale-py's native vector env, configured to give the frames of :func:`make_env`."""
+    from ale_py.vector_env import AtariVectorEnv
+
+    return AtariVectorEnv(
+        game="pong",
+        num_envs=num_envs,
+        num_threads=threads,
+        img_height=210,
+        img_width=160,
+        grayscale=True,
+        stack_num=1,
+        frameskip=frameskip,
+        maxpool=False,
+        noop_max=0,
+        repeat_action_probability=sticky,
+        reward_clipping=False,
+    )
