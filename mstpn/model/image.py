@@ -13,7 +13,7 @@ A = actions), in the fixed order of :data:`FIELDS`:
 field           dtype   shape   Q-format        meaning
 ==============  ======  ======  ==============  ===========================================
 ``enc_w``       int8    (E, P)  ENC_WEIGHT      static encoder weights (only with an encoder)
-``enc_gain``    uint8   (E,)    GAIN            encoder normalisation gain
+``enc_gain``    uint8   (E,)    ENC_GAIN        encoder normalisation gain
 ``enc_bias``    int16   (E,)    BIAS            encoder bias
 ``w``           int8    (H, N)  WEIGHT          long-term weight W
 ``decay``       uint8   (H, N)  DECAY           decay lambda
