@@ -213,9 +213,10 @@ def main(argv=None) -> int:
     print("| variant | h MAE | h p99 | action agree | F MAE | F sat | G clamp | lost updates |")
     print("|---|---|---|---|---|---|---|---|")
     for r in records:
+        lost = "n/a" if np.isnan(r["lost"]) else f"{100 * r['lost']:.1f}%"
         print(f"| {r['variant']} | {r['h_mae']:.4f} | {r['h_p99']:.3f} | {r['agree']:.3f} | "
               f"{r['f_mae']:.4f} | {100 * r['f_sat']:.2f}% | {100 * r['g_clamp']:.2f}% | "
-              f"{100 * r['lost']:.1f}% |")
+              f"{lost} |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(records, handle, indent=2)

@@ -176,15 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("energy", "the energy ledger of an episode's counters", "play issue (#6)"),
     ):
         p = sub.add_parser(name, help=f"{what} [not built yet]", add_help=True)
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(func=_cmd_pending(issue))
+        p.set_defaults(func=_cmd_pending(issue), accepts_extra=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mstpn`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except UserError as exc:
