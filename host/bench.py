@@ -59,7 +59,7 @@ def bench_model(presets: list[str], seconds: float = 1.0, batches=(1, 16)) -> li
                 "batch": batch,
                 "synapses": preset.synapses,
                 "steps_per_s": round(rate, 1),
-                "synapse_updates_per_s": round(rate * preset.synapses),
+                "synaptic_ops_per_s": round(rate * preset.synapses),
             })
     return records
 

@@ -82,7 +82,9 @@ class FloatModel:
         p = self._p
         if self.preset.encoder is None:
             return bits * (ACT_ONE * ACT.scale)
-        return np.tanh((bits @ p["enc_w"].T) * p["enc_gain"] + p["enc_bias"])
+        enc_w_t = p["enc_w"].T
+        acc = np.stack([enc_w_t[np.flatnonzero(row)].sum(axis=0) for row in bits])
+        return np.tanh(acc * p["enc_gain"] + p["enc_bias"])
 
     def step(self, frames: np.ndarray) -> StepOutput:
         """One decision per episode; see :meth:`mstpn.model.golden.GoldenModel.step`."""
