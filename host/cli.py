@@ -70,6 +70,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
     runners: dict[str, Callable[..., list[dict]]] = {"model": bench.bench_model}
+    if args.what == "link":
+        from .bench_link import bench_link
+
+        runners["link"] = bench_link
     presets = [args.preset] if args.preset else _presets()
     records = runners[args.what](presets=presets, seconds=args.seconds)
     if args.json:
@@ -77,6 +81,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         print(bench.format_table(records))
     return 0
+
+
+# --- mstpn sim serve ------------------------------------------------------------------------------
+
+
+def _cmd_sim_serve(args: argparse.Namespace) -> int:
+    from ..sim.board import BuildError, serve
+
+    try:
+        return serve(args.preset, args.port, engine=args.engine,
+                     image_path=str(args.image) if args.image else None, host=args.host)
+    except BuildError as exc:
+        raise UserError(str(exc)) from None
 
 
 # --- mstpn vectors -----------------------------------------------------------------------------
@@ -143,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("bench", help="benchmarks that print figures")
-    p.add_argument("what", choices=["model"], help="model: the golden model's steps/s")
+    p.add_argument("what", choices=["model", "link"],
+                   help="model: the golden model's steps/s; link: bytes and decisions/s of the "
+                        "serial link")
     p.add_argument("--preset", choices=_presets())
     p.add_argument("--seconds", type=float, default=1.0, help="time per measurement (default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON list of records")
@@ -162,17 +181,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.set_defaults(func=_cmd_image)
 
+    p = sub.add_parser("sim", help="the simulated board (the top level in Verilator)")
+    sim_sub = p.add_subparsers(dest="sim_command", metavar="SIMCOMMAND", required=True)
+    q = sim_sub.add_parser("serve", help="serve the simulated board at socket://HOST:PORT")
+    q.add_argument("--preset", choices=_presets(), default="icebreaker")
+    q.add_argument("--port", type=int, default=4000, help="TCP port (default 4000)")
+    q.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    q.add_argument("--engine", choices=["auto", "engine", "standin"], default="auto",
+                   help="what sits behind the link (default: the m-STPN engine if built)")
+    q.add_argument("--image", type=Path, help="a parameter image to bake in")
+    q.set_defaults(func=_cmd_sim_serve)
+
+    from .train_cli import add_train_commands
+
+    add_train_commands(sub)
+
     for name, what, issue in (
         ("play", "play Pong on the accelerator (simulated board, a board, or the model)",
          "play issue (#6)"),
-        ("sim", "the simulated board (Verilator)", "link issue (#4)"),
         ("selftest", "INFO, LOAD, READBACK and checked STEPs against a board",
          "bitstream issue (#5)"),
         ("build", "build a bitstream", "bitstream issue (#5)"),
         ("program", "program a board", "bitstream issue (#5)"),
-        ("train", "train an agent (needs --extra train)", "training issue (#7)"),
-        ("export", "export a checkpoint to a parameter image", "training issue (#7)"),
-        ("eval", "evaluate an agent on the golden model", "training issue (#7)"),
         ("energy", "the energy ledger of an episode's counters", "play issue (#6)"),
     ):
         p = sub.add_parser(name, help=f"{what} [not built yet]", add_help=True)

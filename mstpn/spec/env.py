@@ -4,7 +4,11 @@ Training, evaluation and play must see the same frames. Plain ``ALE/Pong-v5`` re
 frame of each 4-frame skip, with sticky actions (0.25) and no no-op starts: the standard
 evaluation protocol, and the choice here. ale-py's native ``AtariVectorEnv`` is faster for
 training; :func:`make_vector_env` configures it to match (no max-pooling of the last two frames,
-no no-op starts, the same skip and stickiness), so both give the same kind of frame.
+no no-op starts, no FIRE on reset, the same skip and stickiness), so both give the same kind of
+frame. Checked (``tests/test_train_env.py``): without sticky actions, the same seed and the same
+actions, the two give identical raw frames step for step. ``AtariVectorEnv``'s defaults differ in
+three ways, each of which changes the frames: ``maxpool=True``, ``noop_max=30`` and
+``use_fire_reset=True`` (it presses FIRE at every reset, which shifts Pong's serve).
 
 ale-py ships its ROMs, so nothing is downloaded.
 """
@@ -47,8 +51,19 @@ def make_env(sticky: float = STICKY, frameskip: int = FRAMESKIP, render_mode: st
 
 
 def make_vector_env(num_envs: int, threads: int = 2, sticky: float = STICKY,
-                    frameskip: int = FRAMESKIP):
-    """ale-py's native vector env, configured to give the frames of :func:`make_env`."""
+                    frameskip: int = FRAMESKIP, autoreset_mode: str = "NextStep"):
+    """ale-py's native vector env, configured to give the frames of :func:`make_env`.
+
+    Parameters
+    ----------
+    num_envs, threads : int
+        Sub-environments and emulator threads.
+    sticky, frameskip
+        As for :func:`make_env`.
+    autoreset_mode : {"NextStep", "SameStep", "Disabled"}
+        ale-py's autoreset mode: with ``"SameStep"`` the observation returned with a terminal
+        step is already the first frame of the next episode.
+    """
     from ale_py.vector_env import AtariVectorEnv
 
     return AtariVectorEnv(
@@ -64,4 +79,6 @@ def make_vector_env(num_envs: int, threads: int = 2, sticky: float = STICKY,
         noop_max=0,
         repeat_action_probability=sticky,
         reward_clipping=False,
+        use_fire_reset=False,
+        autoreset_mode=autoreset_mode,
     )

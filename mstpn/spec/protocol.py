@@ -34,7 +34,8 @@ __all__ = [
     "HEADER", "HEADER_BYTES", "CRC_BYTES", "OVERHEAD_BYTES", "MAX_PAYLOAD", "MAX_BODY",
     "MAX_CHUNK", "MAX_WIRE_BYTES", "CRC_POLY", "CRC_INIT", "CRC_NAME", "PRESET_IDS",
     "preset_id", "preset_from_id", "LOAD_HEADER", "READBACK_REQUEST", "SEED", "COMMIT",
-    "COUNTER_NAMES", "COUNTER_BYTES", "INFO", "InfoFlags", "Info", "step_reply_bytes",
+    "COUNTER_NAMES", "COUNTER_BYTES", "INFO", "INFO_FIELDS", "info_offset", "InfoFlags", "Info",
+    "step_reply_bytes",
     "step_request_bytes", "counters_bytes", "wire_bytes_max", "device_bytes",
 ]
 
@@ -141,29 +142,31 @@ def preset_from_id(ident: int) -> Preset:
     raise ValueError(f"unknown preset id {ident} in INFO")
 
 
-#: INFO reply payload. Device flags: bit 0 soft bounds, bit 1 asymmetry.
-INFO = struct.Struct(
-    "<BBBB"     # version, preset id, flags (InfoFlags), device flags
-    "I"         # format_hash
-    "bbBBBB"    # g_min, g_max, level_shift, noise_bits, asym_up, asym_down
-    "HHHHH"     # frame bytes, features, hidden, plastic inputs, actions
-    "BBBB"      # encoder tiles, encoder lanes/tile, plastic tiles, plastic lanes/tile
-    "I"         # address-map size in bytes
-    "HH"        # max payload, max chunk
-    "I"         # build id
-    "I"         # image content hash (0 until COMMIT or a baked image)
-    "I"         # clock in Hz
-    "I"         # divisor of the UART (cycles per bit, 12.4 fixed point)
+#: INFO reply payload fields and their struct codes, in order. Device flags: bit 0 soft bounds,
+#: bit 1 asymmetry.
+INFO_FIELDS: tuple[tuple[str, str], ...] = (
+    ("version", "B"), ("preset_id", "B"), ("flags", "B"), ("device_flags", "B"),
+    ("format_hash", "I"),
+    ("g_min", "b"), ("g_max", "b"), ("level_shift", "B"), ("noise_bits", "B"),
+    ("asym_up", "B"), ("asym_down", "B"),
+    ("frame_bytes", "H"), ("features", "H"), ("hidden", "H"), ("plastic_inputs", "H"),
+    ("actions", "H"),
+    ("enc_tiles", "B"), ("enc_lanes", "B"), ("plastic_tiles", "B"), ("plastic_lanes", "B"),
+    ("address_space", "I"), ("max_payload", "H"), ("max_chunk", "H"), ("build_id", "I"),
+    ("image_hash", "I"), ("clock_hz", "I"), ("divisor", "I"),
 )
+INFO = struct.Struct("<" + "".join(code for _, code in INFO_FIELDS))
+_INFO_FIELDS = tuple(name for name, _ in INFO_FIELDS)
 
-_INFO_FIELDS = (
-    "version", "preset_id", "flags", "device_flags", "format_hash",
-    "g_min", "g_max", "level_shift", "noise_bits", "asym_up", "asym_down",
-    "frame_bytes", "features", "hidden", "plastic_inputs", "actions",
-    "enc_tiles", "enc_lanes", "plastic_tiles", "plastic_lanes",
-    "address_space", "max_payload", "max_chunk", "build_id", "image_hash", "clock_hz",
-    "divisor",
-)
+
+def info_offset(name: str) -> int:
+    """Byte offset of an INFO field (the gateware patches ``flags`` and ``image_hash``)."""
+    codes = ""
+    for field_name, code in INFO_FIELDS:
+        if field_name == name:
+            return struct.calcsize("<" + codes)
+        codes += code
+    raise KeyError(name)
 
 
 def device_bytes(device: DeviceModel) -> tuple[int, int, int, int, int, int, int]:
@@ -282,7 +285,7 @@ def step_reply_bytes(preset: Preset, flags: int) -> int:
 
 def wire_bytes_max(body: int) -> int:
     """Most bytes a body of ``body`` bytes takes on the wire: COBS overhead plus the delimiter."""
-    return body + (body + 253) // 254 + 1
+    return body + body // 254 + 2
 
 
 #: Bytes on the wire of the largest frame.

@@ -1,0 +1,199 @@
+"""Pong teachers for DAgger: privileged controllers that read the emulator (training only).
+
+The student sees only preprocessed frames; a teacher may read the RAM and clone the emulator's
+state, since it exists only while training. Facts used here are in ``/work/shared/notes/pong.md``
+(RAM map, paddle dynamics):
+
+- :class:`RamTeacher` moves the paddle toward the ball's predicted crossing of our paddle's
+  column, reflected off the walls, with a dead-band and a velocity (lag) term. It needs no
+  search and is cheap (about +4 to +6 with sticky actions).
+- :class:`SearchTeacher` uses the heuristic, but while the ball comes toward us it clones the
+  emulator's state and simulates a few short plans (the heuristic's action, NOOP, UP or DOWN held
+  for 1-3 steps, each then followed by NOOP) until the point is decided, keeping the first plan
+  that wins the point, or else one that returns the ball; then it restores the state. It scores
+  near +19 with sticky actions and costs about 150 emulated frames per decision.
+
+Both label in the agent's action space (0 NOOP, 1 UP, 2 DOWN; :data:`mstpn.spec.presets.ACTIONS`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...spec.env import FRAMESKIP
+from ...spec.presets import ALE_ACTIONS
+
+__all__ = ["RamTeacher", "SearchTeacher", "make_teacher", "NOOP", "UP", "DOWN"]
+
+NOOP, UP, DOWN = 0, 1, 2
+# RAM addresses (notes/pong.md).
+_BALL_X, _BALL_Y, _OUR_PADDLE = 49, 54, 51
+# Our paddle's column in RAM x units (pixel x ~ 140 + 48.5), and the wall band in RAM y units.
+_PADDLE_X = 188.0
+_Y_TOP, _Y_BOTTOM = 46.0, 203.0
+# The paddle centres on the ball when ram[51] ~ ram[54] - 7.
+_CENTRE_OFFSET = 7.0
+
+
+class RamTeacher:
+    """Track the ball's predicted crossing with a dead-band and a lag correction.
+
+    Parameters
+    ----------
+    dead_band : float
+        No move while the (lag-corrected) paddle is within this many RAM units of the target.
+    lead : float
+        Weight of the paddle's last move in predicting where it settles.
+    """
+
+    def __init__(self, dead_band: float = 5.0, lead: float = 1.0) -> None:
+        self.dead_band = dead_band
+        self.lead = lead
+        self._prev: dict[int, tuple[float, float, float]] = {}
+
+    def reset(self, key: int = 0) -> None:
+        """Forget the previous observation of env ``key`` (call at each episode start)."""
+        self._prev.pop(key, None)
+
+    def _target(self, ram: np.ndarray, key: int) -> float:
+        bx, by, paddle = float(ram[_BALL_X]), float(ram[_BALL_Y]), float(ram[_OUR_PADDLE])
+        prev = self._prev.get(key)
+        self._prev[key] = (bx, by, paddle)
+        if bx == 0 and by == 0:
+            return 120.0 + _CENTRE_OFFSET  # no ball: wait in the middle
+        if prev is None or (prev[0] == 0 and prev[1] == 0):
+            return by
+        vx, vy = bx - prev[0], by - prev[1]
+        if vx <= 0:
+            return 0.5 * (by + 125.0)  # ball leaving: drift toward the centre, following it
+        steps = (_PADDLE_X - bx) / vx
+        y = by + vy * max(steps, 0.0)
+        span = _Y_BOTTOM - _Y_TOP
+        y = (y - _Y_TOP) % (2 * span)  # reflect off the walls
+        y = _Y_TOP + (2 * span - y if y > span else y)
+        return y
+
+    def act(self, ram: np.ndarray, key: int = 0) -> int:
+        """The teacher's action (0 NOOP, 1 UP, 2 DOWN) for the RAM of env ``key``."""
+        prev = self._prev.get(key)
+        target = self._target(ram, key) - _CENTRE_OFFSET
+        paddle = float(ram[_OUR_PADDLE])
+        velocity = 0.0 if prev is None else paddle - prev[2]
+        settled = paddle + self.lead * velocity
+        if settled > target + self.dead_band:
+            return UP
+        if settled < target - self.dead_band:
+            return DOWN
+        return NOOP
+
+
+def _ball_returned(ram: np.ndarray, prev_x: float) -> bool:
+    return ram[_BALL_X] != 0 and float(ram[_BALL_X]) < prev_x
+
+
+class SearchTeacher:
+    """The heuristic, with a look-ahead search over short plans while the ball approaches.
+
+    Parameters
+    ----------
+    horizon : int
+        Agent steps simulated per plan (each of :data:`FRAMESKIP` frames).
+    """
+
+    PLANS: tuple[tuple[int, ...], ...] = (
+        (), (NOOP,), (UP,), (DOWN,), (UP, UP), (DOWN, DOWN), (UP, UP, UP), (DOWN, DOWN, DOWN),
+    )
+
+    def __init__(self, horizon: int = 100) -> None:
+        self.horizon = horizon
+        self.heuristic = RamTeacher()
+        self.frames = 0  # emulated frames spent searching
+        self._plan: dict[int, list[int]] = {}
+
+    def reset(self, key: int = 0) -> None:
+        """Forget env ``key``'s history and cached plan."""
+        self.heuristic.reset(key)
+        self._plan.pop(key, None)
+
+    def _rollout(self, ale, actions, plan: list[int], until_return: bool = False) -> int:
+        """Play ``plan`` (then NOOPs) from the current state: +1 point won, 0 ball returned (or
+        the point lost after a return), -1 point lost, -2 undecided within the horizon. With
+        ``until_return`` it stops at the return (a cheap check of a committed plan)."""
+        returned = False
+        prev_x = float(ale.getRAM()[_BALL_X])
+        for t in range(self.horizon):
+            action = plan[t] if t < len(plan) else NOOP
+            reward = 0
+            for _ in range(FRAMESKIP):
+                reward += ale.act(actions[ALE_ACTIONS[action]])
+            self.frames += FRAMESKIP
+            if reward > 0:
+                return 1
+            if reward < 0:
+                return 0 if returned else -1
+            ram = ale.getRAM()
+            if not returned and _ball_returned(ram, prev_x):
+                returned = True
+                if until_return:
+                    return 0
+            prev_x = float(ram[_BALL_X])
+        return 0 if returned else -2
+
+    def _search(self, ale, actions, first: int) -> list[int] | None:
+        """The first plan that wins the point, else the first that returns the ball."""
+        state = ale.cloneState()
+        fallback = None
+        try:
+            for p in self.PLANS:
+                plan = list(p) if p else [first]
+                score = self._rollout(ale, actions, plan)
+                ale.restoreState(state)
+                if score == 1:
+                    return plan
+                if score == 0 and fallback is None:
+                    fallback = plan
+        finally:
+            ale.restoreState(state)
+        return fallback
+
+    def act(self, env, key: int = 0) -> int:
+        """The teacher's action for a gymnasium ``ALE/Pong-v5`` env (its emulator is used and
+        restored).
+
+        While the ball approaches, a plan found by a full search is committed to; each step
+        checks, cheaply (until the ball is returned), that the rest of the plan still returns
+        it, and searches again when it does not.
+        """
+        ale = env.unwrapped.ale
+        actions = env.unwrapped._action_set  # the minimal set, as ALE action codes
+        ram = ale.getRAM()
+        prev = self.heuristic._prev.get(key)
+        first = self.heuristic.act(ram, key)
+        bx = float(ram[_BALL_X])
+        approaching = prev is not None and bx != 0 and prev[0] != 0 and bx > prev[0]
+        if not approaching:
+            self._plan.pop(key, None)
+            return first
+        plan = self._plan.get(key)
+        if plan:
+            state = ale.cloneState()
+            ok = self._rollout(ale, actions, plan, until_return=True) >= 0
+            ale.restoreState(state)
+            if not ok:
+                plan = None
+        if not plan:
+            plan = self._search(ale, actions, first)
+        if not plan:
+            self._plan.pop(key, None)
+            return first
+        self._plan[key] = plan[1:] if len(plan) > 1 else [NOOP]
+        return plan[0]
+
+
+def make_teacher(kind: str) -> RamTeacher | SearchTeacher:
+    """``"ram"`` or ``"search"``."""
+    if kind == "ram":
+        return RamTeacher()
+    if kind == "search":
+        return SearchTeacher()
+    raise ValueError(f"unknown teacher {kind!r}: 'ram' or 'search'")

@@ -1,0 +1,537 @@
+"""``mstpn train``: DAgger from a privileged teacher, then actor-critic RL, for the m-STPN student.
+
+Stages (each is one ``mstpn train --stage ...`` run; ``--init`` starts a stage from another
+run's checkpoint):
+
+``dagger``
+    Several single ``ALE/Pong-v5`` envs (:func:`mstpn.spec.env.make_env`) run side by side. Each
+    episode is driven either by the teacher (probability beta, decaying) or by the student acting
+    greedily in the fixed-point arithmetic (its argmax is the golden model's action). The teacher
+    (:mod:`.teacher`) labels every step of both kinds, so the student learns the teacher's action
+    in the states its own mistakes lead to. Labelled episodes go to a replay buffer; each update
+    replays ``batch`` windows of ``burn_in + seq`` steps from it (the plastic state is rebuilt over
+    the burn-in, then the cross-entropy is back-propagated through ``seq`` steps of F and h).
+``a2c``
+    ale-py's native vector env (:func:`mstpn.spec.env.make_vector_env`, the same frames) and
+    advantage actor-critic: rollouts of ``seq`` steps, truncated BPTT through the plastic state
+    carried across rollouts, GAE, an entropy bonus. No teacher: the student can pass it.
+
+Every stage trains :class:`.model.MSTPN`, the golden model's arithmetic with straight-through
+gradients. Checkpoints (``latest.pt`` every ``--checkpoint-every`` seconds and at the end,
+``best.pt`` whenever the rolling mean score of the student's last 20 episodes improves) are
+written atomically; ``--resume`` continues a killed run from ``latest.pt`` (parameters, optimiser,
+counters, wall time and random states; the replay buffer and the envs start afresh). A JSONL log
+(``log.jsonl``) and a learning curve (``curve.png``) are written beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...spec.device import DeviceModel
+from ...spec.env import FRAMESKIP, STICKY, make_env, make_vector_env
+from ...spec.preprocess import binarize
+from ...spec.presets import ALE_ACTIONS, get_preset
+from .model import MSTPN
+from .runlog import JsonlLog, atomic_write_bytes, draw_curve
+from .teacher import SearchTeacher, make_teacher
+
+__all__ = ["TrainConfig", "Trainer", "train", "load_checkpoint"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in its checkpoints)."""
+
+    out: str
+    stage: str = "dagger"
+    frames: int = 2_000_000
+    seed: int = 0
+    preset: str = "icebreaker"
+    device: dict = dataclasses.field(default_factory=dict)
+    teacher: str = "search"
+    envs: int = 8
+    env_threads: int = 1
+    lr: float = 1e-3
+    batch: int = 16
+    seq: int = 32
+    burn_in: int = 32
+    label_steps_per_update: int = 32
+    min_buffer: int = 2_000
+    buffer_steps: int = 300_000
+    beta: float = 0.5
+    beta_min: float = 0.0
+    beta_frames: int = 1_000_000
+    gamma: float = 0.99
+    gae: float = 0.95
+    entropy: float = 0.01
+    value_coef: float = 0.5
+    grad_clip: float = 1.0
+    checkpoint_every: float = 180.0
+    progress_every: float = 15.0
+    torch_threads: int = 1
+    init: str | None = None
+    max_episode_steps: int = 0
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _shrink(obj):
+    """float64 tensors to float32 (checkpoints stay small; they are widened again on load)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.float() if obj.dtype == torch.float64 else obj
+    if isinstance(obj, dict):
+        return {k: _shrink(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_shrink(v) for v in obj]
+    return obj
+
+
+def _widen(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.double() if obj.dtype == torch.float32 else obj
+    if isinstance(obj, dict):
+        return {k: _widen(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_widen(v) for v in obj]
+    return obj
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's contents (``config``, ``model``, ``optimizer``, ``counters``, ...).
+
+    Checkpoints store the float64 tensors as float32; they come back as float64.
+    """
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=False)
+    ckpt["model"] = _widen(ckpt["model"])
+    if ckpt.get("optimizer") is not None:
+        ckpt["optimizer"] = _widen(ckpt["optimizer"])
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict) -> MSTPN:
+    """The student of a checkpoint."""
+    cfg = ckpt["config"]
+    model = MSTPN(get_preset(cfg["preset"]), DeviceModel.from_dict(cfg["device"]), cfg["seed"])
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+# --- the replay buffer of labelled episodes ----------------------------------------------------
+
+
+class EpisodeBuffer:
+    """Labelled episodes (packed frames and teacher actions), oldest evicted first."""
+
+    def __init__(self, capacity: int, rng: np.random.Generator) -> None:
+        self.capacity = capacity
+        self.rng = rng
+        self.episodes: deque[tuple[np.ndarray, np.ndarray]] = deque()
+        self.steps = 0
+
+    def add(self, bits: np.ndarray, labels: np.ndarray) -> None:
+        """Store one episode (or an episode's part): bits (L, pixels) bool, labels (L,)."""
+        if len(labels) == 0:
+            return
+        self.episodes.append((np.packbits(bits, axis=1), labels.astype(np.int64)))
+        self.steps += len(labels)
+        while self.steps > self.capacity and len(self.episodes) > 1:
+            old = self.episodes.popleft()
+            self.steps -= len(old[1])
+
+    def sample(self, batch: int, burn_in: int, seq: int, pixels: int, live=()):
+        """Windows for one update: bits (W, B, pixels), labels (W, B), reset (W, B), valid (W, B).
+
+        Each window ends ``seq`` labelled steps after a uniformly drawn start; the ``burn_in``
+        steps before it rebuild the plastic state (from zero at the episode's start).
+        """
+        pool = list(self.episodes) + list(live)
+        lengths = np.array([len(e[1]) for e in pool], dtype=np.float64)
+        probs = lengths / lengths.sum()
+        width = burn_in + seq
+        bits = np.zeros((width, batch, pixels), dtype=np.float64)
+        labels = np.zeros((width, batch), dtype=np.int64)
+        reset = np.zeros((width, batch), dtype=bool)
+        valid = np.zeros((width, batch), dtype=bool)
+        for b in range(batch):
+            packed, lab = pool[int(self.rng.choice(len(pool), p=probs))]
+            n = len(lab)
+            start = int(self.rng.integers(0, max(n - seq, 0) + 1))
+            first = start - burn_in
+            for k in range(width):
+                t = first + k
+                if t < 0 or t >= n:
+                    continue
+                if t == 0:
+                    reset[k, b] = True
+                bits[k, b] = np.unpackbits(packed[t], count=pixels)
+                labels[k, b] = lab[t]
+                valid[k, b] = k >= burn_in
+        return bits, labels, reset, valid
+
+
+# --- the trainer ------------------------------------------------------------------------------
+
+
+def _bits(frames: np.ndarray, preset) -> np.ndarray:
+    """(N, pixels) bool from (N, 210, 160) grayscale frames."""
+    return binarize(frames, preset.frame).reshape(len(frames), -1)
+
+
+class Trainer:
+    """One training run (a stage), resumable from its directory."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.dir = Path(cfg.out)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(cfg.torch_threads)
+        self.preset = get_preset(cfg.preset)
+        self.device = DeviceModel.from_dict(cfg.device)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.model = MSTPN(self.preset, self.device, seed=cfg.seed)
+        self.opt = torch.optim.Adam(self.model.param_groups(cfg.lr))
+        self.counters = {"frames": 0, "steps": 0, "updates": 0, "episodes": 0, "wall_s": 0.0,
+                          "labels": 0}
+        self.best = -math.inf
+        self.scores: deque[float] = deque(maxlen=20)
+        self.env_seed_base = 10_000 * (cfg.seed + 1)
+        self.resumed = False
+        latest = self.dir / "latest.pt"
+        if resume:
+            if not latest.exists():
+                raise FileNotFoundError(f"--resume: no checkpoint {latest}")
+            ckpt = load_checkpoint(latest)
+            self.model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.counters.update(ckpt["counters"])
+            self.best = ckpt.get("best", -math.inf)
+            self.scores.extend(ckpt.get("scores", []))
+            _set_rng_state(ckpt["rng"])
+            self.resumed = True
+        elif cfg.init:
+            init = load_checkpoint(cfg.init)
+            self.model.load_state_dict(init["model"])
+        self.rng = np.random.default_rng(
+            [cfg.seed, self.counters["updates"], self.counters["episodes"]])
+        self.log = JsonlLog(self.dir / "log.jsonl")
+        (self.dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        self._t0 = time.monotonic()
+        self._wall0 = self.counters["wall_s"]
+        self._last_ckpt = time.monotonic()
+        self._last_progress = time.monotonic()
+        self._frames_at_progress = self.counters["frames"]
+        self._loss_sum, self._loss_n = 0.0, 0
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def wall(self) -> float:
+        """Wall time of the run so far, across resumes."""
+        return self._wall0 + time.monotonic() - self._t0
+
+    def save(self, name: str = "latest.pt", optimizer: bool = True) -> None:
+        """Write a checkpoint atomically (``best.pt`` goes without the optimiser state)."""
+        self.counters["wall_s"] = self.wall()
+        ckpt = {
+            "config": dataclasses.asdict(self.cfg),
+            "model": _shrink(self.model.state_dict()),
+            "optimizer": _shrink(self.opt.state_dict()) if optimizer else None,
+            "counters": dict(self.counters),
+            "best": self.best,
+            "scores": list(self.scores),
+            "rng": _rng_state(),
+            "time": time.time(),
+        }
+        buf = io.BytesIO()
+        torch.save(ckpt, buf)
+        atomic_write_bytes(self.dir / name, buf.getvalue())
+
+    def _episode_done(self, score: float, steps: int, driver: str) -> None:
+        self.counters["episodes"] += 1
+        self.log.write({
+            "kind": "episode", "stage": self.cfg.stage, "driver": driver, "score": score,
+            "steps": steps, "frames": self.counters["frames"], "wall_s": round(self.wall(), 1),
+            "episode": self.counters["episodes"],
+        })
+        if driver != "student":
+            return
+        self.scores.append(score)
+        if len(self.scores) >= min(10, self.scores.maxlen):
+            mean = float(np.mean(self.scores))
+            if mean > self.best:
+                self.best = mean
+                self.save("best.pt", optimizer=False)
+                self.log.write({"kind": "best", "mean20": mean, "frames": self.counters["frames"],
+                                "wall_s": round(self.wall(), 1)})
+
+    def _tick(self, extra: str = "") -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= self.cfg.progress_every:
+            frames = self.counters["frames"]
+            fps = (frames - self._frames_at_progress) / max(now - self._last_progress, 1e-9)
+            left = max(self.cfg.frames - frames, 0)
+            eta = left / fps if fps > 0 else float("inf")
+            score = f"{np.mean(self.scores):+.1f}" if self.scores else "  n/a"
+            loss = self._loss_sum / max(self._loss_n, 1)
+            print(
+                f"[{self.cfg.stage}] frames {frames:,} ({fps:,.0f}/s) "
+                f"score(student, last {len(self.scores)}) {score} best {self.best:+.1f} "
+                f"loss {loss:.4f} upd {self.counters['updates']} {extra}"
+                f"wall {self.wall() / 60:.1f} min ETA {eta / 60:.1f} min",
+                flush=True,
+            )
+            self.log.write({"kind": "progress", "frames": frames, "fps": round(fps, 1),
+                            "wall_s": round(self.wall(), 1), "loss": loss,
+                            "updates": self.counters["updates"],
+                            "mean20": float(np.mean(self.scores)) if self.scores else None})
+            self._last_progress, self._frames_at_progress = now, frames
+            self._loss_sum, self._loss_n = 0.0, 0
+        if now - self._last_ckpt >= self.cfg.checkpoint_every:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Save ``latest.pt`` and redraw the curve."""
+        self.save()
+        draw_curve(self.dir / "log.jsonl", self.dir / "curve.png",
+                   title=f"m-STPN Pong, {self.dir.name}")
+        self._last_ckpt = time.monotonic()
+
+    # --- DAgger --------------------------------------------------------------------------------
+
+    def _beta(self) -> float:
+        cfg = self.cfg
+        frac = min(self.counters["frames"] / max(cfg.beta_frames, 1), 1.0)
+        return cfg.beta + (cfg.beta_min - cfg.beta) * frac
+
+    def _dagger_update(self, buffer: EpisodeBuffer, live) -> float:
+        cfg = self.cfg
+        bits, labels, reset, valid = buffer.sample(
+            cfg.batch, cfg.burn_in, cfg.seq, self.preset.frame.pixels, live)
+        model = self.model
+        state = model.initial_state(cfg.batch)
+        width, batch, pixels = bits.shape
+        with torch.no_grad():
+            codes = model.codes()
+            xs = model.encode(torch.as_tensor(bits[: cfg.burn_in].reshape(-1, pixels)), codes)
+            xs = xs.reshape(cfg.burn_in, batch, -1)
+            for k in range(cfg.burn_in):
+                state = model.reset_state(state, torch.as_tensor(reset[k]))
+                _, _, state = model.step(None, state, codes, x=xs[k])
+        state = tuple(s.detach() for s in state)
+        codes = model.codes()
+        xs = model.encode(torch.as_tensor(bits[cfg.burn_in :].reshape(-1, pixels)), codes)
+        xs = xs.reshape(cfg.seq, batch, -1)
+        losses = []
+        for k in range(cfg.burn_in, cfg.burn_in + cfg.seq):
+            state = model.reset_state(state, torch.as_tensor(reset[k]))
+            logits, _, state = model.step(None, state, codes, x=xs[k - cfg.burn_in])
+            ce = torch.nn.functional.cross_entropy(
+                logits, torch.as_tensor(labels[k]), reduction="none")
+            losses.append(ce * torch.as_tensor(valid[k], dtype=ce.dtype))
+        loss = torch.stack(losses).sum() / max(int(valid.sum()), 1)
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.counters["updates"] += 1
+        return loss.item()
+
+    def run_dagger(self) -> None:
+        """The DAgger stage, until the frame budget."""
+        cfg = self.cfg
+        teacher = make_teacher(cfg.teacher)
+        n = cfg.envs
+        envs = [make_env() for _ in range(n)]
+        buffer = EpisodeBuffer(cfg.buffer_steps, self.rng)
+        seeds = self.env_seed_base + self.counters["episodes"] * 7919
+        obs = []
+        for i, env in enumerate(envs):
+            o, _ = env.reset(seed=int(seeds + i))
+            obs.append(o)
+            teacher.reset(i)
+        driver = ["student" if self.rng.random() >= self._beta() else "teacher" for _ in envs]
+        ep_bits: list[list[np.ndarray]] = [[] for _ in envs]
+        ep_labels: list[list[int]] = [[] for _ in envs]
+        ep_score = [0.0] * n
+        state = self.model.initial_state(n)
+        since_update = 0
+        codes = None
+        while self.counters["frames"] < cfg.frames:
+            frames = np.stack(obs)
+            bits = _bits(frames, self.preset)
+            if codes is None:
+                with torch.no_grad():
+                    codes = self.model.codes()
+            with torch.no_grad():
+                logits, _, state = self.model.step(
+                    torch.as_tensor(bits, dtype=torch.float64), state, codes)
+            student = logits.argmax(dim=1).numpy()
+            done = np.zeros(n, dtype=bool)
+            for i, env in enumerate(envs):
+                if isinstance(teacher, SearchTeacher):
+                    label = teacher.act(env, i)
+                else:
+                    label = teacher.act(env.unwrapped.ale.getRAM(), i)
+                ep_bits[i].append(bits[i])
+                ep_labels[i].append(label)
+                action = label if driver[i] == "teacher" else int(student[i])
+                o, r, term, trunc, _ = env.step(ALE_ACTIONS[action])
+                ep_score[i] += float(r)
+                obs[i] = o
+                self.counters["steps"] += 1
+                self.counters["labels"] += 1
+                self.counters["frames"] += FRAMESKIP
+                since_update += 1
+                long = cfg.max_episode_steps and len(ep_labels[i]) >= cfg.max_episode_steps
+                if term or trunc or long:
+                    buffer.add(np.array(ep_bits[i]), np.array(ep_labels[i]))
+                    self._episode_done(ep_score[i], len(ep_labels[i]), driver[i])
+                    ep_bits[i], ep_labels[i], ep_score[i] = [], [], 0.0
+                    o, _ = env.reset(seed=int(self.env_seed_base + self.counters["episodes"]
+                                              * 7919 + i))
+                    obs[i] = o
+                    teacher.reset(i)
+                    driver[i] = "student" if self.rng.random() >= self._beta() else "teacher"
+                    done[i] = True
+            state = self.model.reset_state(state, torch.as_tensor(done))
+            total = buffer.steps + sum(len(lab) for lab in ep_labels)
+            if total >= cfg.min_buffer and since_update >= cfg.label_steps_per_update:
+                # Live (unfinished) episodes are replayed too.
+                live = [(np.packbits(np.array(b), axis=1), np.array(lab))
+                        for b, lab in zip(ep_bits, ep_labels, strict=True) if len(lab) > cfg.seq]
+                self._loss_sum += self._dagger_update(buffer, live)
+                self._loss_n += 1
+                since_update = 0
+                codes = None
+            self._tick(f"beta {self._beta():.2f} buf {total:,} ")
+        self.checkpoint()
+
+    # --- A2C -----------------------------------------------------------------------------------
+
+    def run_a2c(self) -> None:
+        """Advantage actor-critic with truncated BPTT through the plastic state."""
+        cfg = self.cfg
+        n = cfg.envs
+        envs = make_vector_env(n, threads=cfg.env_threads, sticky=STICKY,
+                               autoreset_mode="SameStep")
+        obs, _ = envs.reset(seed=int(self.env_seed_base + self.counters["episodes"]))
+        model = self.model
+        state = model.initial_state(n)
+        ep_score = np.zeros(n)
+        ep_steps = np.zeros(n, dtype=np.int64)
+        while self.counters["frames"] < cfg.frames:
+            state = tuple(s.detach() for s in state)
+            codes = model.codes()
+            logps, values, entropies, rewards, dones = [], [], [], [], []
+            for _ in range(cfg.seq):
+                bits = _bits(obs[:, 0], self.preset)
+                logits, value, state = model.step(
+                    torch.as_tensor(bits, dtype=torch.float64), state, codes)
+                dist = torch.distributions.Categorical(logits=logits)
+                action = dist.sample()
+                obs, reward, term, trunc, _ = envs.step(
+                    np.asarray(ALE_ACTIONS)[action.numpy()])
+                done = np.logical_or(term, trunc)
+                logps.append(dist.log_prob(action))
+                entropies.append(dist.entropy())
+                values.append(value)
+                rewards.append(torch.as_tensor(reward, dtype=torch.float64))
+                dones.append(torch.as_tensor(done, dtype=torch.float64))
+                ep_score += reward
+                ep_steps += 1
+                self.counters["frames"] += FRAMESKIP * n
+                self.counters["steps"] += n
+                for i in np.flatnonzero(done):
+                    self._episode_done(float(ep_score[i]), int(ep_steps[i]), "student")
+                    ep_score[i], ep_steps[i] = 0.0, 0
+                state = model.reset_state(state, torch.as_tensor(done))
+            with torch.no_grad():
+                bits = _bits(obs[:, 0], self.preset)
+                _, next_value, _ = model.step(torch.as_tensor(bits, dtype=torch.float64),
+                                              tuple(s.detach() for s in state), codes)
+            adv, ret = [], []
+            gae = torch.zeros(n, dtype=torch.float64)
+            nv = next_value
+            for t in reversed(range(cfg.seq)):
+                nonterm = 1.0 - dones[t]
+                delta = rewards[t] + cfg.gamma * nv * nonterm - values[t].detach()
+                gae = delta + cfg.gamma * cfg.gae * nonterm * gae
+                adv.append(gae)
+                ret.append(gae + values[t].detach())
+                nv = values[t].detach()
+            adv_t = torch.stack(adv[::-1])
+            ret_t = torch.stack(ret[::-1])
+            adv_n = (adv_t - adv_t.mean()) / (adv_t.std() + 1e-8)
+            logp_t, val_t, ent_t = torch.stack(logps), torch.stack(values), torch.stack(entropies)
+            pg = -(logp_t * adv_n).mean()
+            vl = 0.5 * ((val_t - ret_t) ** 2).mean()
+            loss = pg + cfg.value_coef * vl - cfg.entropy * ent_t.mean()
+            self.opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.counters["updates"] += 1
+            self._loss_sum += loss.item()
+            self._loss_n += 1
+            self._tick()
+        self.checkpoint()
+
+    def run(self) -> None:
+        """Run the configured stage to its frame budget."""
+        print(f"mstpn train: stage {self.cfg.stage}, run {self.dir}, "
+              f"{'resumed at ' + format(self.counters['frames'], ',') + ' frames' if self.resumed else 'new'}"
+              f", budget {self.cfg.frames:,} frames, device {self.device.describe()}", flush=True)
+        try:
+            if self.cfg.stage == "dagger":
+                self.run_dagger()
+            elif self.cfg.stage == "a2c":
+                self.run_a2c()
+            else:
+                raise ValueError(f"unknown stage {self.cfg.stage!r}: 'dagger' or 'a2c'")
+        except KeyboardInterrupt:
+            print("interrupted: saving the checkpoint", file=sys.stderr, flush=True)
+            self.checkpoint()
+            raise
+        finally:
+            self.log.close()
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Run one stage; return the run directory."""
+    if resume:
+        latest = Path(cfg.out) / "latest.pt"
+        if latest.exists():  # the run's own settings; only the frame budget may be extended
+            saved = load_checkpoint(latest)["config"]
+            cfg = TrainConfig(**{**saved, "out": cfg.out,
+                                 "frames": max(cfg.frames, saved["frames"])})
+    Trainer(cfg, resume=resume).run()
+    return Path(cfg.out)

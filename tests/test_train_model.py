@@ -1,0 +1,70 @@
+"""The trainable fake-quantised m-STPN against the bit-exact golden model (needs torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mstpn.host.train.model import MSTPN  # noqa: E402
+from mstpn.model.golden import GoldenModel  # noqa: E402
+from mstpn.model.image import ParamImage  # noqa: E402
+from mstpn.spec.device import DeviceModel  # noqa: E402
+from mstpn.spec.presets import get_preset  # noqa: E402
+
+DEVICES = {
+    "default": DeviceModel(),
+    "window+levels": DeviceModel(g_min=-96, g_max=96, level_shift=2),
+    "soft+asym": DeviceModel(soft_bound=True, asym_up=20, asym_down=12),
+}
+
+
+def _frames(rng: np.random.Generator, steps: int, batch: int, pixels: int) -> np.ndarray:
+    """Sparse random binary frames, like Pong's (a few lit pixels)."""
+    return (rng.random((steps, batch, pixels)) < 0.02).astype(np.float64)
+
+
+@pytest.mark.parametrize("name", sorted(DEVICES))
+def test_fake_quant_matches_golden(name: str) -> None:
+    preset = get_preset("icebreaker")
+    device = DEVICES[name]
+    model = MSTPN(preset, device, seed=3)
+    with torch.no_grad():  # a livelier network than the initialisation, to exercise F
+        model.plasticity.mul_(8.0)
+        model.enc_gain.fill_(0.12)
+    image = ParamImage.from_float(preset, model.real_params(), device)
+    batch, steps = 3, 25
+    golden = GoldenModel.from_image(image, batch=batch)
+    frames = _frames(np.random.default_rng(0), steps, batch, preset.frame.pixels)
+    state = model.initial_state(batch)
+    moved = 0
+    with torch.no_grad():
+        codes = model.codes()
+        for t in range(steps):
+            logits, _, state = model.step(torch.as_tensor(frames[t]), state, codes)
+            bits = frames[t].reshape(batch, preset.frame.rows, preset.frame.cols).astype(bool)
+            out = golden.step(bits)
+            np.testing.assert_array_equal(state[1].numpy().astype(np.int64), out.h)
+            np.testing.assert_array_equal(state[0].numpy().astype(np.int64), golden.f)
+            scale = 2.0 ** -13
+            np.testing.assert_array_equal(
+                np.rint(logits.numpy() / scale).astype(np.int64), out.logits)
+            np.testing.assert_array_equal(logits.argmax(dim=1).numpy(), out.action)
+            moved += int(np.count_nonzero(golden.f))
+    assert moved > 0, "the plastic state never moved: the test exercises nothing"
+
+
+def test_gradients_reach_every_parameter() -> None:
+    preset = get_preset("icebreaker")
+    model = MSTPN(preset, seed=1)
+    frames = _frames(np.random.default_rng(1), 6, 2, preset.frame.pixels)
+    state = model.initial_state(2)
+    loss = 0.0
+    for t in range(6):
+        logits, value, state = model.step(torch.as_tensor(frames[t]), state)
+        loss = loss + logits.sum() + value.sum()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
