@@ -10,8 +10,10 @@ Rules (``docs/protocol.md``):
   request that fails any check, gets an ERROR reply and changes nothing: every check runs
   before the first side effect.
 - STEP is never executed twice. The dispatcher remembers the sequence number and CRC of the last
-  request it executed; a STEP equal to it in both, when that request was a STEP, is a retry,
-  and gets the stored reply of that STEP again (kept in its own slot of the TX buffer).
+  STEP it executed (and forgets them on any request that changes state: LOAD, RESET_STATE,
+  SET_SEED, COMMIT, COUNTERS with clear). A STEP equal to it in both is a repeat, and gets the
+  stored reply of that STEP again (kept in its own slot of the TX buffer). The host never sends
+  a new STEP that would look like a repeat (it skips a sequence number instead).
 - STEP before COMMIT (or without a baked-in image) is refused with NOT_LOADED. A LOAD below the
   ``f`` region (into the parameters) clears the loaded flag again.
 
@@ -135,7 +137,7 @@ class Dispatcher(wiring.Component):
         image_hash = Signal(32, init=self.baked_hash or 0)
         last_seq = Signal(8)
         last_crc = Signal(16)
-        last_was_step = Signal()
+        last_valid = Signal()     # last_seq/last_crc hold a STEP that may be repeated
         step_len = Signal(range(TX_DEPTH + 1))
 
         # --- per-request registers ------------------------------------------------------------
@@ -199,7 +201,7 @@ class Dispatcher(wiring.Component):
                 m.d.comb += check.eq(E.UNKNOWN_COMMAND)
         duplicate = Signal()
         m.d.comb += duplicate.eq(
-            (info.type == C.STEP) & last_was_step & (info.seq == last_seq)
+            (info.type == C.STEP) & last_valid & (info.seq == last_seq)
             & (info.crc == last_crc)
         )
 
@@ -262,8 +264,13 @@ class Dispatcher(wiring.Component):
                     m.d.sync += err.eq(check)
                     reply(m, KIND_ERROR, 2, P.ERROR_TYPE)
                 with m.Else():
-                    m.d.sync += [last_seq.eq(info.seq), last_crc.eq(info.crc),
-                                 last_was_step.eq(info.type == C.STEP)]
+                    with m.If(info.type == C.STEP):
+                        m.d.sync += [last_seq.eq(info.seq), last_crc.eq(info.crc),
+                                     last_valid.eq(1)]
+                    with m.Elif((info.type == C.LOAD) | (info.type == C.RESET_STATE)
+                                | (info.type == C.SET_SEED) | (info.type == C.COMMIT)
+                                | ((info.type == C.COUNTERS) & (n == 1) & args[0])):
+                        m.d.sync += last_valid.eq(0)
                     with m.Switch(info.type):
                         with m.Case(C.INFO):
                             reply(m, KIND_INFO, P.INFO.size)

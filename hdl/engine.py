@@ -361,10 +361,10 @@ class Engine(wiring.Component):
                      h_wr.en.eq(Mux(hw_sweep, sweep < hidden, neuron.o.valid & phase_pl))]
 
         # z writes: neuron outputs, raw frame pixels, the reset sweep
-        z_lane = Signal(range(L))
+        z_lane = Signal(range(L + 1))
         z_word = Signal(range(3 * zrow))
         raw_we = Signal()
-        raw_word, raw_lane = Signal(range(3 * zrow)), Signal(range(L))
+        raw_word, raw_lane = Signal(range(3 * zrow)), Signal(range(L + 1))
         raw_data = Signal(8 * gran)
         m.d.comb += [z_lane.eq(out_index[:log_l] if log_l else 0),
                      z_word.eq(out_base + (out_index >> log_l))]
@@ -514,7 +514,7 @@ class Engine(wiring.Component):
         byte_count = Signal(range(nbytes + 1))
         pix = Signal(range(8 * nbytes + 8))
         fbyte = Signal(8)
-        chunk_left = Signal(range(chunks))
+        chunk_left = Signal(range(chunks + 1))
         chunk = Signal(gran)
         chunk_we = Signal()
         m.d.comb += self.frame.ready.eq(idle & (chunk_left == 0) & (byte_count != nbytes))
@@ -537,7 +537,8 @@ class Engine(wiring.Component):
             m.d.comb += [raw_we.eq(chunk_we & (pix < pixels)),
                          raw_word.eq(cur_base + (pix >> log_l)),
                          raw_lane.eq(pix[:log_l] if log_l else 0),
-                         raw_data.eq(Cat(*(Mux(chunk[k], ACT_ONE, 0)[:8] for k in range(gran))))]
+                         raw_data.eq(Cat(*(Mux(chunk[k], Const(ACT_ONE, 8), Const(0, 8))
+                                           for k in range(gran))))]
 
         # --- the step's control
         ctl = self.control
@@ -572,7 +573,7 @@ class Engine(wiring.Component):
             if enc is not None:
                 with m.State("ENCODE"):
                     m.d.comb += busy_pass.eq(1)
-                    with m.If(~seq_run & ~seq_start & (out_row == enc.outputs)):
+                    with m.If(~seq_run & (out_row == enc.outputs)):
                         m.d.comb += seq_start.eq(1)
                         m.d.sync += [seq_layer.eq(1), phase_pl.eq(1)]
                         m.next = "PLASTIC"

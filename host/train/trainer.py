@@ -31,7 +31,9 @@ import io
 import json
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -92,14 +94,12 @@ class TrainConfig:
 def _rng_state() -> dict:
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
 
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
 
 
@@ -156,11 +156,12 @@ class EpisodeBuffer:
         self.episodes: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self.steps = 0
 
-    def add(self, bits: np.ndarray, labels: np.ndarray) -> None:
-        """Store one episode (or an episode's part): bits (L, pixels) bool, labels (L,)."""
+    def add(self, packed: np.ndarray, labels: np.ndarray) -> None:
+        """Store one episode (or an episode's part): packed frames (L, bytes) as
+        ``np.packbits(bits)`` of each step's (pixels,) bits, labels (L,)."""
         if len(labels) == 0:
             return
-        self.episodes.append((np.packbits(bits, axis=1), labels.astype(np.int64)))
+        self.episodes.append((packed, labels.astype(np.int64)))
         self.steps += len(labels)
         while self.steps > self.capacity and len(self.episodes) > 1:
             old = self.episodes.popleft()
@@ -216,7 +217,6 @@ class Trainer:
         self.preset = get_preset(cfg.preset)
         self.device = DeviceModel.from_dict(cfg.device)
         random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.model = MSTPN(self.preset, self.device, seed=cfg.seed)
         self.opt = torch.optim.Adam(self.model.param_groups(cfg.lr))
@@ -401,7 +401,7 @@ class Trainer:
                     label = teacher.act(env, i)
                 else:
                     label = teacher.act(env.unwrapped.ale.getRAM(), i)
-                ep_bits[i].append(bits[i])
+                ep_bits[i].append(np.packbits(bits[i]))
                 ep_labels[i].append(label)
                 action = label if driver[i] == "teacher" else int(student[i])
                 o, r, term, trunc, _ = env.step(ALE_ACTIONS[action])
@@ -426,7 +426,7 @@ class Trainer:
             total = buffer.steps + sum(len(lab) for lab in ep_labels)
             if total >= cfg.min_buffer and since_update >= cfg.label_steps_per_update:
                 # Live (unfinished) episodes are replayed too.
-                live = [(np.packbits(np.array(b), axis=1), np.array(lab))
+                live = [(np.array(b), np.array(lab))
                         for b, lab in zip(ep_bits, ep_labels, strict=True) if len(lab) > cfg.seq]
                 self._loss_sum += self._dagger_update(buffer, live)
                 self._loss_n += 1
@@ -507,9 +507,14 @@ class Trainer:
 
     def run(self) -> None:
         """Run the configured stage to its frame budget."""
-        print(f"mstpn train: stage {self.cfg.stage}, run {self.dir}, "
-              f"{'resumed at ' + format(self.counters['frames'], ',') + ' frames' if self.resumed else 'new'}"
+        how = f"resumed at {self.counters['frames']:,} frames" if self.resumed else "new"
+        print(f"mstpn train: stage {self.cfg.stage}, run {self.dir}, {how}"
               f", budget {self.cfg.frames:,} frames, device {self.device.describe()}", flush=True)
+        def stop(signum, frame):  # SIGTERM (kill) saves a checkpoint, as Ctrl-C does
+            raise KeyboardInterrupt
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, stop)
         try:
             if self.cfg.stage == "dagger":
                 self.run_dagger()

@@ -5,7 +5,7 @@ frame of each 4-frame skip, with sticky actions (0.25) and no no-op starts: the 
 evaluation protocol, and the choice here. ale-py's native ``AtariVectorEnv`` is faster for
 training; :func:`make_vector_env` configures it to match (no max-pooling of the last two frames,
 no no-op starts, no FIRE on reset, the same skip and stickiness), so both give the same kind of
-frame. Checked (``tests/test_train_env.py``): without sticky actions, the same seed and the same
+frame. Checked (``tests/test_eval.py``): without sticky actions, the same seed and the same
 actions, the two give identical raw frames step for step. ``AtariVectorEnv``'s defaults differ in
 three ways, each of which changes the frames: ``maxpool=True``, ``noop_max=30`` and
 ``use_fire_reset=True`` (it presses FIRE at every reset, which shifts Pong's serve).
