@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..spec.counters import COUNTER_NAMES
 from ..spec.device import DeviceModel
 from ..spec.preprocess import unpack_bits
 from ..spec.presets import FrameGeometry, Preset
@@ -35,7 +36,7 @@ from ..spec.qformat import (
 )
 from .noise import LaneNoise
 
-__all__ = ["Counters", "StepOutput", "GoldenModel", "neuron", "frames_to_bits"]
+__all__ = ["COUNTER_NAMES", "Counters", "StepOutput", "GoldenModel", "neuron", "frames_to_bits"]
 
 _TANH = tanh_table()
 _TANH_MAX_INDEX = (1 << TANH_INDEX_BITS) - 1
@@ -113,7 +114,7 @@ class Counters:
     @classmethod
     def zeros(cls, batch: int) -> Counters:
         """All counters at zero."""
-        return cls(*(np.zeros(batch, dtype=np.int64) for _ in range(5)))
+        return cls(*(np.zeros(batch, dtype=np.int64) for _ in COUNTER_NAMES))
 
     def clear(self, which: np.ndarray | None = None) -> None:
         """Zero the counters (of the selected episodes)."""
@@ -122,13 +123,7 @@ class Counters:
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """Name -> per-episode array."""
-        return {
-            "steps": self.steps,
-            "macs": self.macs,
-            "f_writes": self.f_writes,
-            "potentiation": self.potentiation,
-            "depression": self.depression,
-        }
+        return {name: getattr(self, name) for name in COUNTER_NAMES}
 
 
 @dataclass

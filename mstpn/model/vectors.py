@@ -30,12 +30,10 @@ from ..spec.device import DeviceModel
 from ..spec.preprocess import pack_bits
 from ..spec.presets import Preset, get_preset
 from ..spec.qformat import DECAY, PLASTICITY, WEIGHT, format_hash
-from .golden import GoldenModel
+from .golden import COUNTER_NAMES, GoldenModel
 from .image import ParamImage
 
 __all__ = ["VectorSet", "SETS", "make_set", "write_vectors", "load_vectors", "replay"]
-
-COUNTER_NAMES = ("steps", "macs", "f_writes", "potentiation", "depression")
 
 
 @dataclass
