@@ -17,9 +17,9 @@ Rules (``docs/protocol.md``):
 - STEP before COMMIT (or without a baked-in image) is refused with NOT_LOADED. A LOAD below the
   ``f`` region (into the parameters) clears the loaded flag again.
 
-Cost: one FSM, a 48-bit argument register, the captured step result and counters (about 350
-flip-flops), one CRC-16, about 600 LUTs in all on iCE40. It adds about 20 cycles per request,
-plus 2 cycles per byte moved between a buffer and the engine.
+Cost (estimated, not yet synthesised): one FSM, a 48-bit argument register, the captured step
+result and counters (about 350 flip-flops), one CRC-16, about 600 LUTs in all on iCE40. It adds
+about 20 cycles per request, plus 2 cycles per byte moved between a buffer and the engine.
 """
 
 from __future__ import annotations

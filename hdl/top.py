@@ -7,8 +7,9 @@ The board's platform (the boards issue) instantiates :class:`Top` in its clock d
 (the board clock, or a PLL's) and wires ``rx``, ``tx`` and ``busy`` to pins. The simulated board
 (:mod:`mstpn.sim.board`) runs this same design's Verilog in Verilator.
 
-Cost: the UART, framing and dispatcher take about 1,000 LUTs and 5 EBRs on iCE40 beside the
-engine; a request costs its bytes on the wire plus about 20 cycles plus the engine's work.
+Cost (estimated, not yet synthesised): the UART, framing and dispatcher take about 1,000 LUTs and 5
+EBRs on iCE40 beside the engine; a request costs its bytes on the wire plus about 20 cycles plus
+the engine's work.
 """
 
 from __future__ import annotations

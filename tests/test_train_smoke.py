@@ -1,0 +1,90 @@
+"""Training smoke test: every stage for a few hundred steps, resume, export, evaluate.
+
+Slow (about a minute or two on 2 CPU cores) and needs torch (``uv run --extra train``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mstpn.host.cli import main  # noqa: E402
+from mstpn.host.export import export_checkpoint  # noqa: E402
+from mstpn.host.train.runlog import read_log  # noqa: E402
+from mstpn.host.train.trainer import load_checkpoint, model_from_checkpoint  # noqa: E402
+from mstpn.model.golden import GoldenModel  # noqa: E402
+from mstpn.model.image import ParamImage  # noqa: E402
+
+SMALL = ["--envs", "2", "--batch", "4", "--seq", "8", "--burn-in", "4",
+         "--label-steps-per-update", "16", "--min-buffer", "64", "--max-episode-steps", "120",
+         "--progress-every", "1", "--checkpoint-every", "5"]
+
+
+def _counters(run) -> dict:
+    return load_checkpoint(run / "latest.pt")["counters"]
+
+
+@pytest.mark.slow
+def test_stages_resume_export_eval(tmp_path, capsys) -> None:
+    ram = tmp_path / "dagger-ram"
+    assert main(["train", "--out", str(ram), "--stage", "dagger", "--teacher", "ram",
+                 "--frames", str(4 * 300), *SMALL]) == 0
+    first = _counters(ram)
+    assert first["frames"] >= 4 * 300 and first["updates"] > 0
+    assert (ram / "curve.png").exists() and (ram / "config.json").exists()
+    assert any(r["kind"] == "episode" for r in read_log(ram / "log.jsonl"))
+
+    # a second start without --resume is refused; --resume continues and extends the budget
+    assert main(["train", "--out", str(ram), "--frames", str(4 * 300), *SMALL]) == 2
+    assert main(["train", "--out", str(ram), "--resume", "--frames", str(4 * 500)]) == 0
+    second = _counters(ram)
+    assert second["frames"] >= 4 * 500 and second["updates"] > first["updates"]
+    assert second["wall_s"] > first["wall_s"]
+
+    search = tmp_path / "dagger-search"
+    assert main(["train", "--out", str(search), "--stage", "dagger", "--teacher", "search",
+                 "--init", str(ram / "latest.pt"), "--frames", str(4 * 200), *SMALL]) == 0
+
+    a2c = tmp_path / "a2c"
+    assert main(["train", "--out", str(a2c), "--stage", "a2c", "--init",
+                 str(search / "latest.pt"), "--frames", str(4 * 2 * 8 * 20), *SMALL]) == 0
+    assert _counters(a2c)["updates"] >= 20
+
+    image_path = tmp_path / "agent.img"
+    assert main(["export", str(a2c / "latest.pt"), "-o", str(image_path)]) == 0
+    spread_path = tmp_path / "agent-spread.img"
+    assert main(["export", str(a2c / "latest.pt"), "-o", str(spread_path), "--spread", "0.1",
+                 "--spread-seed", "3"]) == 0
+    assert ParamImage.load(spread_path).spread["sigma"] == 0.1
+    capsys.readouterr()
+    assert main(["eval", "--params", str(image_path), "--episodes", "1", "--seed", "900",
+                 "--max-steps", "200", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["episodes"][0]["steps"] == 200
+
+
+def test_export_matches_student(tmp_path) -> None:
+    """A checkpoint's student and its exported image act alike, step for step."""
+    from mstpn.host.train.trainer import TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig(out=str(tmp_path / "run"), seed=4))
+    with torch.no_grad():
+        trainer.model.plasticity.mul_(6.0)
+    trainer.save()
+    image = export_checkpoint(tmp_path / "run" / "latest.pt", tmp_path / "a.img")
+    model = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "latest.pt"))
+    golden = GoldenModel.from_image(image, batch=2)
+    rng = np.random.default_rng(0)
+    state = model.initial_state(2)
+    with torch.no_grad():
+        for _ in range(20):
+            bits = rng.random((2, 80, 40)) < 0.02
+            logits, _, state = model.step(torch.as_tensor(bits.reshape(2, -1), dtype=torch.float64),
+                                          state)
+            out = golden.step(bits)
+            np.testing.assert_array_equal(logits.argmax(1).numpy(), out.action)
+            np.testing.assert_array_equal(state[1].numpy().astype(np.int64), out.h)
