@@ -266,3 +266,11 @@ def test_tanh_table_is_frozen():
     assert zlib.crc32(table.astype("<i2").tobytes()) == 0x47AEC028 or pytest.fail(
         f"tanh table changed: crc {zlib.crc32(table.astype('<i2').tobytes()):#010x}"
     )
+
+
+def test_outputs_do_not_alias_the_state():
+    model = GoldenModel.from_image(ParamImage.random(TINY, seed=9))
+    out = model.step(_frames(TINY, 9, 1)[0][None])
+    kept = out.h.copy()
+    model.reset()
+    assert np.array_equal(out.h, kept) and np.any(kept)

@@ -284,8 +284,9 @@ class GoldenModel:
         logits = h @ p["head_w"].T + p["head_bias"]
         action = np.argmax(logits, axis=1)
         self.f = f_new.astype(np.int8)
-        self.h = h
-        self._pending_h = h
+        # the model's state must not alias what it returns: reset() zeroes it in place
+        self.h = h.copy()
+        self._pending_h = self.h
         self._pending_z = z
         self.counters.steps += 1
         self.counters.macs += self.preset.synapses
