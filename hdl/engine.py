@@ -20,9 +20,10 @@ Microarchitecture:
 - RESET_STATE clears F, z and h with a sweep of ``max(plastic depth, 3 * words of z, hidden)``
   cycles and reseeds the LFSRs.
 
-Cycles per step: ``roofline_cycles`` plus a fixed overhead of about 20 cycles per layer (the
-tile pipeline, the reduction trees and the neuron unit drain once per layer, not per row) plus
-~8 for the head. Cost: see docs/engine-cost.md.
+Cycles per step: ``roofline_cycles`` plus a fixed overhead, paid once per layer and not per row
+(the tile pipeline, the reduction trees and the neuron unit drain once per layer) and once for
+the head: 39 cycles on the iCEBreaker preset (21,031 vs 20,992, ratio 1.002) and 45 on the ULX3S
+(3,757 vs 3,712, ratio 1.012), measured by ``mstpn bench engine``. Cost: docs/engine-cost.md.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class Engine(wiring.Component):
         ptiles = []
         for t in range(pl.tiles):
             tile = SynapseTile("plastic", lpt, pl.tile_depth, zrow, dev, lane_base=t * lpt,
-                               init=self._tile_init(pl, t), seed_init=seed_init)
+                               init=self._tile_init(pl, t), seed_init=seed_init, ram=pl.ram)
             m.submodules[f"ptile{t}"] = tile
             ptiles.append(tile)
         ptree = AdderTree(pl.tiles, ptiles[0].sum_bits, ptiles[0].sum_bits + pl.tiles.bit_length())
@@ -196,7 +197,7 @@ class Engine(wiring.Component):
             erow = enc.inputs // enc.lanes
             for t in range(enc.tiles):
                 tile = SynapseTile("static", enc.lanes_per_tile, enc.tile_depth, erow,
-                                   init=self._tile_init(enc, t))
+                                   init=self._tile_init(enc, t), ram=enc.ram)
                 m.submodules[f"etile{t}"] = tile
                 etiles.append(tile)
             etree = AdderTree(enc.tiles, etiles[0].sum_bits,

@@ -131,6 +131,9 @@ class SynapseTile(wiring.Component):
         (F starts at 0).
     seed_init : int
         The LFSR seed after a hardware reset.
+    ram : str, optional
+        The RAM kind the parameter memory is meant for (``"SPRAM"`` asks yosys for the iCE40's
+        single-port RAM with ``ram_style = "huge"``; the F memory always needs a dual port).
 
     Attributes
     ----------
@@ -163,6 +166,7 @@ class SynapseTile(wiring.Component):
         lane_base: int = 0,
         init: Sequence[int] | None = None,
         seed_init: int = 1,
+        ram: str | None = None,
     ) -> None:
         if kind not in ("static", "plastic"):
             raise ValueError(f"tile kind must be 'static' or 'plastic', not {kind!r}")
@@ -184,6 +188,7 @@ class SynapseTile(wiring.Component):
             raise ValueError(f"tile init has {len(init)} words, expected {depth}")
         self.kind, self.lanes, self.depth, self.row_length = kind, lanes, depth, row_length
         self.device, self.lane_base, self.init, self.seed_init = device, lane_base, init, seed_init
+        self.attrs = {"ram_style": "huge"} if ram == "SPRAM" else None
         self.lane_bits = lane_sum_bits(kind, row_length)
         self.sum_bits = self.lane_bits + (lanes - 1).bit_length()
         if kind == "static":
@@ -242,11 +247,12 @@ class SynapseTile(wiring.Component):
     def _elaborate_static(self, m: Module, addr: Value, tree: AdderTree) -> None:
         bits = ENC_WEIGHT.bits
         m.submodules.mem = mem = Memory(shape=unsigned(self.word_bits), depth=self.depth,
-                                        init=list(self.init or []))
+                                        init=list(self.init or []), attrs=self.attrs)
         rd = mem.read_port()
         wr = mem.write_port(granularity=8)
         m.d.comb += [rd.addr.eq(addr), wr.addr.eq(addr), wr.data.eq(self.p_wdata),
-                     wr.en.eq(Mux(self.p_en, self.p_we, 0)), self.p_rdata.eq(rd.data)]
+                     wr.en.eq(Mux(self.p_en, self.p_we, 0)), self.p_rdata.eq(rd.data),
+                     rd.en.eq(~wr.en.any())]  # no read while writing: single-port SPRAM
         beat = self.beat.payload
         p = _Pipe(m, "", {"valid": self.beat.valid, "first": beat.first, "last": beat.last,
                           "x": beat.x})
@@ -265,7 +271,8 @@ class SynapseTile(wiring.Component):
     def _elaborate_plastic(self, m: Module, addr: Value, tree: AdderTree) -> None:
         dev, lanes = self.device, self.lanes
         init = list(self.init or [])
-        m.submodules.pmem = pmem = Memory(shape=unsigned(24 * lanes), depth=self.depth, init=init)
+        m.submodules.pmem = pmem = Memory(shape=unsigned(24 * lanes), depth=self.depth, init=init,
+                                          attrs=self.attrs)
         m.submodules.fmem = fmem = Memory(shape=unsigned(8 * lanes), depth=self.depth, init=[])
         prd, pwr = pmem.read_port(), pmem.write_port(granularity=8)
         frd, fwr = fmem.read_port(), fmem.write_port(granularity=8)
@@ -280,7 +287,8 @@ class SynapseTile(wiring.Component):
             fwd.append(self.p_wdata[32 * lane + 24: 32 * lane + 32])
             rdata += [prd.data[24 * lane: 24 * lane + 24], frd.data[8 * lane: 8 * lane + 8]]
         m.d.comb += [pwr.data.eq(Cat(*pwd)), pwr.en.eq(Mux(self.p_en, Cat(*pwe), 0)),
-                     self.p_rdata.eq(Cat(*rdata))]
+                     self.p_rdata.eq(Cat(*rdata)),
+                     prd.en.eq(~pwr.en.any())]  # no read while writing: single-port SPRAM
 
         beat = self.beat.payload
         p = _Pipe(m, "", {"valid": self.beat.valid, "first": beat.first, "last": beat.last,

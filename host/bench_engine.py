@@ -50,7 +50,7 @@ def bench_engine(presets: list[str], seconds: float = 1.0) -> list[dict]:
                 "MSTPN_VECTOR_DIRS": str(folder),
                 "MSTPN_BENCH_OUT": str(out),
                 "MSTPN_BENCH_SECONDS": str(seconds),
-            }, testcase="test_bench").unlink(missing_ok=True)
+            }, testcase="test_bench", log_file=Path(tmp) / "sim.log").unlink(missing_ok=True)
             result = json.loads(out.read_text())
         cycles = int(result["cycles_per_step"])
         lanes = "+".join(str(layer.lanes) for layer in preset.layers)

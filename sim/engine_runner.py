@@ -89,8 +89,12 @@ def build_engine(preset: str, device: DeviceModel, build_root: Path | None = Non
 
 
 def run_engine_test(preset: str, device: DeviceModel, test_module: str, env: dict[str, str],
-                    testcase: str | None = None, build_root: Path | None = None) -> Path:
-    """Run a cocotb test module on the (cached) build; return the results XML's path."""
+                    testcase: str | None = None, build_root: Path | None = None,
+                    log_file: Path | None = None) -> Path:
+    """Run a cocotb test module on the (cached) build; return the results XML's path.
+
+    With ``log_file``, the simulator's output goes there instead of to stdout.
+    """
     from cocotb_tools.runner import get_runner
 
     folder = build_engine(preset, device, build_root)
@@ -100,5 +104,5 @@ def run_engine_test(preset: str, device: DeviceModel, test_module: str, env: dic
     runner.test(hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog", test_module=test_module,
                 build_dir=folder / "sim",
                 test_dir=folder, extra_env=env, results_xml=str(results),
-                testcase=testcase)
+                testcase=testcase, log_file=log_file)
     return results

@@ -59,12 +59,16 @@ def load_device(folder: Path):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_engine_plain_vectors(preset):
-    get_preset(preset)
+    assert sum(PLAIN_SETS.values()) >= 200 and get_preset(preset)
     _run(preset, PLAIN_SETS)
 
 
-@pytest.mark.parametrize("name", list(DEVICE_SETS))
-@pytest.mark.parametrize("preset", PRESETS)
+#: Every option on the ULX3S build (16 plastic lanes); all options at once on the iCEBreaker's
+#: single lane too, so that both tilings' noise streams are checked. Each is one build.
+DEVICE_CASES = [("ulx3s-85f", name) for name in DEVICE_SETS] + [("icebreaker", "dev_all")]
+
+
+@pytest.mark.parametrize(("preset", "name"), DEVICE_CASES, ids=lambda v: v)
 def test_engine_device_option(preset, name):
     assert name in SETS
     _run(preset, {name: DEVICE_SETS[name]})

@@ -12,6 +12,7 @@ from mstpn.spec import protocol as P
 from mstpn.spec.device import DeviceModel
 
 
+@pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_parameters_are_checked():
     with pytest.raises(ValueError, match="unknown preset"):
         Top("nano")
