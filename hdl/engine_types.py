@@ -8,13 +8,12 @@ import enum
 from amaranth import signed
 from amaranth.lib import data
 
+from ..spec.counters import COUNTER_BITS, COUNTER_NAMES
 from ..spec.presets import Preset
 
 __all__ = ["Control", "COUNTER_BITS", "control_layout", "step_result_layout", "counter_layout",
            "param_write_layout"]
 
-#: Width of every event counter.
-COUNTER_BITS = 48
 
 
 class Control(enum.IntEnum):
@@ -40,8 +39,7 @@ def step_result_layout(preset: Preset) -> data.StructLayout:
 
 def counter_layout() -> data.StructLayout:
     """The event counters (docs/spec.md)."""
-    names = ("steps", "macs", "f_writes", "potentiation", "depression")
-    return data.StructLayout({name: COUNTER_BITS for name in names})
+    return data.StructLayout({name: COUNTER_BITS for name in COUNTER_NAMES})
 
 
 def param_write_layout(address_bits: int) -> data.StructLayout:

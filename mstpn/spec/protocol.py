@@ -26,6 +26,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
+from .counters import COUNTER_BITS, COUNTER_NAMES
 from .device import DeviceModel
 from .presets import PRESETS, Preset
 
@@ -117,9 +118,9 @@ SEED = struct.Struct("<I")
 #: COMMIT payload: the image's content hash (:meth:`ParamImage.content_hash`), echoed by INFO.
 COMMIT = struct.Struct("<I")
 
-#: The counters, in the order of COUNTERS replies, each COUNTER_BYTES little-endian.
-COUNTER_NAMES = ("steps", "macs", "f_writes", "potentiation", "depression")
-COUNTER_BYTES = 6
+#: The counters (mstpn.spec.counters), in the order of COUNTERS replies, each COUNTER_BYTES
+#: little-endian.
+COUNTER_BYTES = COUNTER_BITS // 8
 
 #: Preset ids of INFO (0 is no preset).
 PRESET_IDS = {"icebreaker": 1, "ulx3s-85f": 2}
