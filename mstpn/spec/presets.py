@@ -243,8 +243,8 @@ class Preset:
     actions : int
         Outputs of the actor head.
     periphery_ram : str
-        The RAM kind of the small memories beside the tiles (tanh table, z and frame buffers,
-        per-neuron parameters, head).
+        The dual-port RAM kind of the memories beside the tiles (tanh table, z and frame
+        buffers, per-neuron parameters, head) and of the plastic layer's F.
 
     Raises
     ------
@@ -325,10 +325,18 @@ class Preset:
 
     def _check_budget(self) -> dict[str, int]:
         used: dict[str, int] = {kind.name: 0 for kind in self.board.rams}
+        periphery = self.board.ram(self.periphery_ram)
         for layer in self.layers:
             kind = self.board.ram(layer.ram)
-            used[kind.name] += layer.tiles * kind.blocks_for(layer.tile_depth, layer.tile_width)
-        periphery = self.board.ram(self.periphery_ram)
+            if layer.kind == "static":
+                used[kind.name] += layer.tiles * kind.blocks_for(layer.tile_depth, layer.tile_width)
+                continue
+            # F is read and written back every cycle, so it needs a second port: it lives in the
+            # periphery's dual-port RAM, while W, lambda and gamma may sit in single-port SPRAM.
+            f_width = layer.lanes_per_tile * SHORT_TERM.bits
+            used[kind.name] += layer.tiles * kind.blocks_for(
+                layer.tile_depth, layer.tile_width - f_width)
+            used[periphery.name] += layer.tiles * periphery.blocks_for(layer.tile_depth, f_width)
         for depth, width in self.periphery_memories().values():
             used[periphery.name] += periphery.blocks_for(depth, width)
         for kind in self.board.rams:
@@ -368,8 +376,8 @@ _FEATURES = 64
 _HIDDEN = 64
 
 PRESETS: dict[str, Preset] = {
-    # 4 SPRAMs hold all synapses: two for the encoder's 2-bit weights (16 per 32-bit word) and
-    # two, side by side, for the plastic layer's 32-bit synapse words (one lane).
+    # 4 SPRAMs: two for the encoder's 2-bit weights (16 per 32-bit word) and two, side by side,
+    # for the plastic layer's W, lambda and gamma (24 bits, one lane); F sits in 16 EBRs.
     "icebreaker": Preset(
         name="icebreaker",
         board=BOARDS["icebreaker"],
