@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from tiny_presets import TINY
 
 from mstpn.hdl.engine import Engine
 from mstpn.hdl.engine_types import Control
@@ -24,13 +25,6 @@ from mstpn.spec.presets import BOARDS, PRESETS, FrameGeometry, Layer, Preset
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
-TINY = Preset(
-    name="tiny",
-    board=BOARDS["icebreaker"],
-    frame=FrameGeometry(top=0, bottom=8, width=12, pool_rows=2, pool_cols=2),
-    encoder=Layer("static", 24, 6, tiles=1, lanes_per_tile=4, ram="EBR"),
-    plastic=Layer("plastic", 6 + 4, 4, tiles=1, lanes_per_tile=2, ram="EBR"),
-)
 #: No encoder (lit pixels feed the plastic layer), two tiles of two lanes.
 TINY_RAW = Preset(
     name="tiny-raw",

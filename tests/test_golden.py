@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
+from tiny_presets import TINY
 
 from mstpn.model.golden import GoldenModel
 from mstpn.model.image import ParamImage
@@ -20,13 +21,6 @@ from mstpn.spec.device import DeviceModel
 from mstpn.spec.noise import lfsr_step, seed_state
 from mstpn.spec.presets import BOARDS, FrameGeometry, Layer, Preset
 
-TINY = Preset(
-    name="tiny",
-    board=BOARDS["icebreaker"],
-    frame=FrameGeometry(top=0, bottom=8, width=12, pool_rows=2, pool_cols=2),
-    encoder=Layer("static", 24, 6, tiles=1, lanes_per_tile=4, ram="EBR"),
-    plastic=Layer("plastic", 6 + 4, 4, tiles=1, lanes_per_tile=2, ram="EBR"),
-)
 TINY_RAW = Preset(
     name="tiny-raw",
     board=BOARDS["icebreaker"],
