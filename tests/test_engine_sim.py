@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from tiny_presets import TINY
+from tiny_presets import DEVICES, TINY
 
 from mstpn.hdl.engine import Engine
 from mstpn.hdl.engine_types import Control
@@ -42,16 +42,6 @@ TINY_WIDE = Preset(
     plastic=Layer("plastic", 4 + 4, 4, tiles=1, lanes_per_tile=1, ram="EBR"),
 )
 
-DEVICES = {
-    "plain": DeviceModel(),
-    "window": DeviceModel(g_min=-70, g_max=50),
-    "levels": DeviceModel(level_shift=3),
-    "soft": DeviceModel(soft_bound=True),
-    "asym": DeviceModel(asym_up=25, asym_down=9),
-    "noise": DeviceModel(noise_bits=7),
-    "all": DeviceModel(g_min=-90, g_max=100, level_shift=2, soft_bound=True, asym_up=19,
-                       asym_down=14, noise_bits=q.NOISE_BITS_MAX),
-}
 
 
 def _replay(preset: Preset, device: DeviceModel, seed: int, steps: int = 8,

@@ -11,13 +11,12 @@ import zlib
 
 import numpy as np
 import pytest
-from tiny_presets import TINY
+from tiny_presets import DEVICES, TINY
 
 from mstpn.model.golden import GoldenModel
 from mstpn.model.image import ParamImage
 from mstpn.model.reference import FloatModel
 from mstpn.spec import qformat as q
-from mstpn.spec.device import DeviceModel
 from mstpn.spec.noise import lfsr_step, seed_state
 from mstpn.spec.presets import BOARDS, FrameGeometry, Layer, Preset
 
@@ -29,16 +28,6 @@ TINY_RAW = Preset(
     plastic=Layer("plastic", 8 + 4, 4, tiles=3, lanes_per_tile=1, ram="EBR"),
 )
 
-DEVICES = {
-    "plain": DeviceModel(),
-    "window": DeviceModel(g_min=-70, g_max=50),
-    "levels": DeviceModel(level_shift=3),
-    "soft": DeviceModel(soft_bound=True),
-    "asym": DeviceModel(asym_up=25, asym_down=9),
-    "noise": DeviceModel(noise_bits=7),
-    "all": DeviceModel(g_min=-90, g_max=100, level_shift=2, soft_bound=True, asym_up=19,
-                       asym_down=14, noise_bits=q.NOISE_BITS_MAX),
-}
 
 
 def _tanh(u: int) -> int:
