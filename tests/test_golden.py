@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
+from scalar_spec import f_to_g, fused_update
 from tiny_presets import DEVICES, TINY
 
 from mstpn.model.golden import GoldenModel
@@ -59,11 +60,6 @@ class ScalarReference:
         lanes = self.preset.plastic.lanes
         self.lfsr = [seed_state(self.seed, lane) for lane in range(lanes)]
 
-    @staticmethod
-    def f_to_g(f: int) -> int:
-        shift = q.SHORT_TERM.frac - q.CONDUCTANCE.frac
-        return f if shift == 0 else (f + 2 ** (shift - 1)) // 2**shift
-
     def draw(self, lane: int) -> int:
         bits = self.dev.noise_bits
         for _ in range(bits):
@@ -86,23 +82,9 @@ class ScalarReference:
         order.sort(key=lambda ij: (ij[1] % lanes, ij[0], ij[1]))
         for i, j in order:
             f_old, w = self.f[i][j], p["w"][i][j]
-            hebb = p["plasticity"][i][j] * self.ph[i] * self.pz[j]
-            frac = q.HEBB_FRAC
-            if dev.asymmetry:
-                hebb *= dev.asym_up if hebb >= 0 else dev.asym_down
-                frac += q.ASYM.frac
-            if dev.soft_bound:
-                g_old = min(max(w + self.f_to_g(f_old), dev.g_min), dev.g_max)
-                hebb *= (dev.g_max - g_old) if hebb >= 0 else (g_old - dev.g_min)
-                frac += dev.soft_bound_frac
-            acc = (p["decay"][i][j] * f_old) * 2 ** (q.DECAY_ALIGN + frac - q.HEBB_FRAC) + hebb
-            shift = frac + dev.level_shift
-            if dev.noise_bits:
-                acc += self.draw(j % lanes) * 2 ** (shift - dev.noise_bits)
-            else:
-                acc += 2 ** (shift - 1)
-            f_new = (acc // 2**shift) * 2**dev.level_shift
-            f_new = min(max(f_new, dev.f_lo), dev.f_hi)
+            r = self.draw(j % lanes) if dev.noise_bits else 0
+            f_new = fused_update(dev, w, f_old, p["decay"][i][j], p["plasticity"][i][j],
+                                 self.ph[i], self.pz[j], r)
             new_f[i][j] = f_new
             self.counters["f_writes"] += 1
             self.counters["potentiation"] += f_new > f_old
@@ -110,7 +92,7 @@ class ScalarReference:
         self.f = new_f
         h = []
         for i in range(len(self.h)):
-            g = [min(max(p["w"][i][j] + self.f_to_g(self.f[i][j]), dev.g_min), dev.g_max)
+            g = [min(max(p["w"][i][j] + f_to_g(self.f[i][j]), dev.g_min), dev.g_max)
                  for j in range(len(z))]
             acc = sum(gj * zj for gj, zj in zip(g, z, strict=True))
             h.append(_neuron(acc, p["gain"][i], p["bias"][i], q.PLASTIC_NORM_SHIFT))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from scalar_spec import fused_update
 
 from mstpn.hdl.adder_tree import AdderTree
 from mstpn.hdl.head import BIAS_BYTES, ActorHead
@@ -38,23 +39,6 @@ def _run(dut, bench) -> None:
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-
-
-def _fused(dev: DeviceModel, w, f_old, lam, gam, hp, zp, r) -> int:
-    """docs/spec.md 3.3 for one synapse (r: the noise draw, if noise is on)."""
-    hebb = gam * hp * zp
-    frac = q.HEBB_FRAC
-    if dev.asymmetry:
-        hebb *= dev.asym_up if hebb >= 0 else dev.asym_down
-        frac += q.ASYM.frac
-    if dev.soft_bound:
-        g_old = min(max(w + q.f_to_g(f_old), dev.g_min), dev.g_max)
-        hebb *= (dev.g_max - g_old) if hebb >= 0 else (g_old - dev.g_min)
-        frac += dev.soft_bound_frac
-    acc = ((lam * f_old) << (q.DECAY_ALIGN + frac - q.HEBB_FRAC)) + hebb
-    s = frac + dev.level_shift
-    acc += (r << (s - dev.noise_bits)) if dev.noise_bits else (1 << (s - 1))
-    return min(max((acc >> s) << dev.level_shift, dev.f_lo), dev.f_hi)
 
 
 @pytest.mark.parametrize("device", list(DEVICES))
@@ -90,8 +74,8 @@ def test_plastic_tile(device, seed):
                 for _ in range(dev.noise_bits):
                     state[k] = lfsr_step(state[k])
                 r = state[k] & ((1 << dev.noise_bits) - 1)
-            f_new[a, k] = _fused(dev, int(w[a, k]), int(f[a, k]), int(lam[a, k]), int(gam[a, k]),
-                                 int(hp[a // cols]), int(zp[a, k]), r)
+            f_new[a, k] = fused_update(dev, int(w[a, k]), int(f[a, k]), int(lam[a, k]),
+                                       int(gam[a, k]), int(hp[a // cols]), int(zp[a, k]), r)
     g = np.clip(w + q.f_to_g(f_new), dev.g_min, dev.g_max)
     sums = (g * z).reshape(rows, cols * lanes).sum(axis=1)
     pot, dep = int((f_new > f).sum()), int((f_new < f).sum())

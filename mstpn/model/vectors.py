@@ -184,7 +184,7 @@ def run(model: GoldenModel, frames: np.ndarray, reset: np.ndarray, seeds: np.nda
             model.reset()
         result = model.step(frames[t:t + 1])
         out["x"].append(result.x[0])
-        out["h"].append(result.h[0].copy())  # reset() zeroes the model's h in place
+        out["h"].append(result.h[0])
         out["logits"].append(result.logits[0])
         out["action"].append(result.action[0])
         out["f_crc"].append(model.f_checksum()[0])
