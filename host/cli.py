@@ -201,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_commands(sub)
 
+    from .energy_cli import add_energy_command
+
+    add_energy_command(sub)
+
     for name, what, issue in (
         ("play", "play Pong on the accelerator (simulated board, a board, or the model)",
          "play issue (#6)"),
@@ -208,7 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
          "bitstream issue (#5)"),
         ("build", "build a bitstream", "bitstream issue (#5)"),
         ("program", "program a board", "bitstream issue (#5)"),
-        ("energy", "the energy ledger of an episode's counters", "play issue (#6)"),
     ):
         p = sub.add_parser(name, help=f"{what} [not built yet]", add_help=True)
         p.set_defaults(func=_cmd_pending(issue), accepts_extra=True)

@@ -15,13 +15,23 @@ ale-py ships its ROMs, so nothing is downloaded.
 
 from __future__ import annotations
 
-__all__ = ["ENV_ID", "FRAMESKIP", "STICKY", "make_env", "make_vector_env"]
+__all__ = ["ENV_ID", "FRAMESKIP", "STICKY", "FRAME_RATE", "real_time_decisions_per_s", "make_env",
+           "make_vector_env"]
 
 ENV_ID = "ALE/Pong-v5"
 #: Emulated frames per decision.
 FRAMESKIP = 4
 #: Probability that the emulator repeats the previous action instead of the chosen one.
 STICKY = 0.25
+#: Frames per second of the Atari 2600 (NTSC): the game's real time.
+FRAME_RATE = 60
+
+
+def real_time_decisions_per_s(frameskip: int = FRAMESKIP) -> float:
+    """Decisions per second that keep up with the game in real time: 15 at frameskip 4."""
+    if frameskip < 1:
+        raise ValueError(f"frameskip must be at least 1, not {frameskip}")
+    return FRAME_RATE / frameskip
 
 
 def make_env(sticky: float = STICKY, frameskip: int = FRAMESKIP, render_mode: str | None = None):
