@@ -74,6 +74,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from .bench_link import bench_link
 
         runners["link"] = bench_link
+    if args.what == "play":
+        from .play_cli import bench_play
+
+        runners["play"] = bench_play
     if args.what == "engine":
         from .bench_engine import bench_engine
 
@@ -164,10 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("bench", help="benchmarks that print figures")
-    p.add_argument("what", choices=["model", "engine", "link"],
+    p.add_argument("what", choices=["model", "engine", "link", "play"],
                    help="model: the golden model's steps/s; engine: cycles per step vs the "
                         "roofline and Verilator steps/s; link: bytes and decisions/s of the "
-                        "serial link")
+                        "serial link; play: decisions/s of Pong per backend vs Atari real time")
     p.add_argument("--preset", choices=_presets())
     p.add_argument("--seconds", type=float, default=1.0, help="time per measurement (default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON list of records")
@@ -205,9 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_energy_command(sub)
 
+    from .play_cli import add_play_commands
+
+    add_play_commands(sub)
+
     for name, what, issue in (
-        ("play", "play Pong on the accelerator (simulated board, a board, or the model)",
-         "play issue (#6)"),
         ("selftest", "INFO, LOAD, READBACK and checked STEPs against a board",
          "bitstream issue (#5)"),
         ("build", "build a bitstream", "bitstream issue (#5)"),
