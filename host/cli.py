@@ -209,13 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_energy_command(sub)
 
+    from .selftest import add_selftest_command
+
+    add_selftest_command(sub)
+
     from .play_cli import add_play_commands
 
     add_play_commands(sub)
 
     for name, what, issue in (
-        ("selftest", "INFO, LOAD, READBACK and checked STEPs against a board",
-         "bitstream issue (#5)"),
         ("build", "build a bitstream", "bitstream issue (#5)"),
         ("program", "program a board", "bitstream issue (#5)"),
     ):
