@@ -38,9 +38,10 @@ from ..spec.counters import COUNTER_NAMES
 from ..spec.presets import ALE_ACTIONS, Preset
 from ..spec.qformat import format_hash
 from .link import Link, LinkError
+from .play import latency_stats
 
 __all__ = ["Check", "SelftestResult", "run_selftest", "pong_frames", "synthetic_frames",
-           "latency_ms", "DEFAULT_STEPS"]
+           "DEFAULT_STEPS"]
 
 #: STEPs checked by default (DESIGN.md: "1,000 checked STEPs").
 DEFAULT_STEPS = 1000
@@ -104,15 +105,6 @@ class SelftestResult:
 
 class _Failed(Exception):
     """A check failed; the message says how."""
-
-
-def latency_ms(seconds: list[float]) -> dict[str, float]:
-    """p50, p90, p99 and max of round-trip times, in milliseconds."""
-    ms = np.asarray(seconds, dtype=float) * 1e3
-    if not ms.size:
-        return {}
-    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)} | {
-        "max_ms": round(float(ms.max()), 3)}
 
 
 # --- frames ---------------------------------------------------------------------------------------
@@ -319,13 +311,13 @@ def _steps(link: Link, image: ParamImage, steps: int, seed: int, frames: str,
                 state["last_reset"] = t + 1
                 resets += 1
             if (t + 1) % every == 0 or t + 1 == steps:
-                lat = latency_ms(times)
+                lat = latency_stats(times)
                 say(f"STEP {t + 1:,d}/{steps:,d} equal to the golden model, "
                     f"p50 {lat['p50_ms']:.2f} ms")
     finally:
         elapsed = time.perf_counter() - start
         if times:
-            result.latency_ms = latency_ms(times)
+            result.latency_ms = latency_stats(times)
             result.decisions_per_s = round(len(times) / elapsed, 2)
         if game:
             game.close()

@@ -19,7 +19,7 @@ from fake_boards import (
 
 from mstpn.host.cli import main
 from mstpn.host.link import Link
-from mstpn.host.selftest import latency_ms, run_selftest
+from mstpn.host.selftest import run_selftest
 from mstpn.model.image import ParamImage
 from mstpn.model.memmap import pack_image
 from mstpn.sim.board import FakeBoard
@@ -91,12 +91,6 @@ def test_an_image_for_another_board_is_refused():
     image = ParamImage.random("ulx3s-85f", 1)
     result = run_selftest(link_to(GoldenFakeBoard("icebreaker")), steps=10, image=image)
     assert not result.passed and "preset" in result.failure
-
-
-def test_latency_percentiles():
-    lat = latency_ms([0.001 * k for k in range(1, 101)])
-    assert lat == {"p50_ms": 50.5, "p90_ms": 90.1, "p99_ms": 99.01, "max_ms": 100.0}
-    assert latency_ms([]) == {}
 
 
 def test_cli_over_socket(capsys):
