@@ -205,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_commands(sub)
 
+    from ..boards.cli import add_board_commands
+
+    add_board_commands(sub)
+
     from .energy_cli import add_energy_command
 
     add_energy_command(sub)
@@ -218,8 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_play_commands(sub)
 
     for name, what, issue in (
-        ("build", "build a bitstream", "bitstream issue (#5)"),
-        ("program", "program a board", "bitstream issue (#5)"),
     ):
         p = sub.add_parser(name, help=f"{what} [not built yet]", add_help=True)
         p.set_defaults(func=_cmd_pending(issue), accepts_extra=True)
