@@ -272,12 +272,17 @@ class SimBackend(LinkBackend):
         worker = threading.Thread(target=run, daemon=True)
         begun = time.monotonic()
         worker.start()
+        # on a terminal one line counts the seconds in place; in a log, a line every 30 s
+        live = sys.stderr.isatty()
+        ticks = 0
         while worker.is_alive():
             worker.join(1.0)
-            if self._building:
-                self.say(f"\r  compiling the simulated board with Verilator: "
-                         f"{_clock(time.monotonic() - begun)} elapsed")
-        if self._building:
+            ticks += 1
+            if self._building and (live or ticks % 30 == 0):
+                self.say(f"{chr(13) if live else ''}  compiling the simulated board with "
+                         f"Verilator: {_clock(time.monotonic() - begun)} elapsed"
+                         f"{'' if live else chr(10)}")
+        if self._building and live:
             self.say("\n")
         if failure:
             exc = failure[0]
