@@ -417,8 +417,13 @@ def build(board: str, *, preset: str | None = None, params: Path | str | None = 
         except (ImageError, OSError) as exc:
             raise BuildError(f"{params}: {exc}") from None
         if image.preset != preset_obj:
-            raise BuildError(f"{params} is an image for preset {image.preset.name}, "
-                             f"not {preset_obj.name}")
+            # presets that share a network geometry share images (the shipped agent is saved
+            # for the iCEBreaker preset and plays on the ULX3S one)
+            try:
+                image = image.replace(preset=preset_obj).validate()
+            except (ImageError, ValueError) as exc:
+                raise BuildError(f"{params} is an image for preset {image.preset.name}, which "
+                                 f"does not fit preset {preset_obj.name}: {exc}") from None
 
     platform = spec.make_platform(sync_hz)
     tools = find_tools(list(platform.required_tools))

@@ -383,3 +383,24 @@ def test_yosys_runs():
     # the quickest check that the YoWASP build runs at all here (it compiles on first use)
     out = subprocess.run([find_tool("yosys"), "-V"], capture_output=True, text=True)
     assert out.returncode == 0 and "Yosys" in out.stdout
+
+
+def test_params_bake_the_agent_into_ecp5_memory_init():
+    """--params on the ULX3S: the tile memories' init in the RTLIL the build hands to yosys holds
+    the image's words (the same words the engine's own init function packs)."""
+    from mstpn.boards.platforms import BoardTop
+    from mstpn.hdl.top import Top
+    from mstpn.host.evaluate import default_agent
+    from mstpn.model.image import ParamImage
+
+    spec = get_board("ulx3s-85f")
+    image = ParamImage.load(default_agent()).replace(preset=spec.preset).validate()
+    top = Top(spec.preset, image.device, image, clk_hz=spec.target_hz, engine="engine")
+    plan = spec.make_platform().prepare(BoardTop(top), "top", emit_src=False)
+    text = plan.files["top.il"]
+    words = top.engine._tile_init(spec.preset.plastic, 0)
+    assert words is not None and any(words[:4])   # not a run of zeros any memory would match
+    # the first few words, as RTLIL writes an init: one binary number, last word first
+    tile_bits = 24 * spec.preset.plastic.lanes_per_tile
+    head = "".join(f"{w:0{tile_bits}b}" for w in reversed(words[:4]))
+    assert head in text.replace("\n", "")
