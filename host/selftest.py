@@ -322,8 +322,8 @@ def _steps(link: Link, image: ParamImage, steps: int, seed: int, frames: str,
         if game:
             game.close()
     state["steps"] = steps
-    what = (f"preprocessed Pong frames ({resets} new games)" if frames == "pong"
-            else "seeded synthetic frames")
+    what = (f"preprocessed Pong frames ({resets} new game{'' if resets == 1 else 's'})"
+            if frames == "pong" else "seeded synthetic frames")
     return f"{steps:,d} actions and logits equal to the golden model's, on {what}"
 
 

@@ -7,7 +7,6 @@ import json
 import socket
 import time
 
-import numpy as np
 import pytest
 from fake_boards import (
     GoldenFakeBoard,
@@ -130,16 +129,16 @@ def test_cli_unreachable_port_is_a_user_error(capsys):
 
 @pytest.mark.slow
 def test_selftest_on_the_simulated_board(capsys):
-    steps = 200
+    # the full 1,000 STEPs of DESIGN.md on real Pong frames (a game ends on the way, so RESET_STATE
+    # is checked too): 106 s on the shared 2-core machine at load 8, the build being cached
     start = time.monotonic()
-    assert main(["selftest", "--sim", "--preset", "icebreaker", "--steps", str(steps),
-                 "--json", "--quiet"]) == 0
+    assert main(["selftest", "--sim", "--preset", "icebreaker", "--json", "--quiet"]) == 0
     record = json.loads(capsys.readouterr().out)
     print(f"selftest --sim: {time.monotonic() - start:.1f} s, "
           f"{record['decisions_per_s']} decisions/s, latency {record['latency_ms']}")
-    assert record["passed"] and record["steps_checked"] == steps
+    assert record["passed"] and record["steps_checked"] == 1000
     assert [c["name"] for c in record["checks"]] == ["INFO", "LOAD", "READBACK", "STEP", "STATE"]
-    assert np.isfinite(record["decisions_per_s"])
+    assert "(0 new games)" not in record["checks"][3]["detail"]
 
 
 def test_game_ends_reset_both_sides(monkeypatch):
