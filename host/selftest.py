@@ -66,6 +66,7 @@ class SelftestResult:
     frames: str = ""
     steps_requested: int = 0
     steps_checked: int = 0
+    steps_timed: int = 0
     checks: list[Check] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)
     decisions_per_s: float | None = None
@@ -94,7 +95,7 @@ class SelftestResult:
             lines.append(
                 f"  STEP round trip: p50 {lat['p50_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
                 f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms over "
-                f"{self.steps_checked:,d} steps; {self.decisions_per_s:,.1f} decisions/s")
+                f"{self.steps_timed:,d} STEPs; {self.decisions_per_s:,.1f} decisions/s")
         if self.link:
             lines.append(f"  link: {self.link['exchanges']:,d} exchanges, "
                          f"{self.link['retries']} retries, {self.link['bad_frames']} bad frames, "
@@ -236,8 +237,9 @@ def _check_info(link: Link, result: SelftestResult, state: dict, image: ParamIma
         link.check_image(image, info)
     state["image"] = image
     state["info"] = info
+    clock = f"clock {info.clock_hz / 1e6:g} MHz" if info.clock_hz else "no clock reported"
     return (f"protocol {info.version}, preset {preset.name}, device {info.device.describe()}, "
-            f"clock {info.clock_hz / 1e6:g} MHz")
+            f"{clock}")
 
 
 def _load(link: Link, image: ParamImage, say) -> str:
@@ -316,6 +318,7 @@ def _steps(link: Link, image: ParamImage, steps: int, seed: int, frames: str,
                     f"p50 {lat['p50_ms']:.2f} ms")
     finally:
         elapsed = time.perf_counter() - start
+        result.steps_timed = len(times)
         if times:
             result.latency_ms = latency_stats(times)
             result.decisions_per_s = round(len(times) / elapsed, 2)

@@ -130,7 +130,7 @@ def test_cli_unreachable_port_is_a_user_error(capsys):
 @pytest.mark.slow
 def test_selftest_on_the_simulated_board(capsys):
     # the full 1,000 STEPs of DESIGN.md on real Pong frames (a game ends on the way, so RESET_STATE
-    # is checked too): 106 s on the shared 2-core machine at load 8, the build being cached
+    # is checked too): 89 s on the shared 2-core machine at load 6-8, the build cached
     start = time.monotonic()
     assert main(["selftest", "--sim", "--preset", "icebreaker", "--json", "--quiet"]) == 0
     record = json.loads(capsys.readouterr().out)
