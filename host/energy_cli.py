@@ -86,7 +86,7 @@ def energy_report(args: argparse.Namespace) -> tuple[dict, str]:
                 totals = ledger(counters, steps, preset, **options).totals_mj()
                 record["episodes"].append({"steps": steps, "totals_mj": totals})
                 text.append(f"  episode {k}: {steps:,d} decisions, " + ", ".join(
-                    f"{label} {value:,.2f}" for label, value in totals.items()))
+                    f"{label} {value:,.4g}" for label, value in totals.items()))
         return record, "\n".join(text)
     preset = get_preset(args.preset or "icebreaker")
     counters = typical_counters(args.steps, preset)

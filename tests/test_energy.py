@@ -191,3 +191,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "is a run of preset icebreaker" in capsys.readouterr().err
     assert main(["energy", "--steps", "900", "--preset", "icebreaker"]) == 0
     assert "(estimate)" in capsys.readouterr().out
+
+
+def test_cli_reads_what_play_writes(tmp_path, capsys):
+    # the field names agreed with 'mstpn play --json': a real play run, on the golden model
+    run = tmp_path / "play.json"
+    assert main(["play", "--backend", "model", "--episodes", "2", "--max-steps", "15",
+                 "--quiet", "--json", str(run)]) == 0
+    capsys.readouterr()
+    played = json.loads(run.read_text())
+    assert main(["energy", "--from", str(run), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["steps"] == played["steps"] == 30 and record["counters"] == played["counters"]
+    assert record["totals_mj"] == pytest.approx(played["energy"]["totals_mj"])
+    assert [e["steps"] for e in record["episodes"]] == [15, 15]
