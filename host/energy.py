@@ -381,9 +381,11 @@ def fpga_model(preset: Preset, steps: int, cycles: int | None = None,
                clock_hz: float | None = None, decisions_per_s: float | None = None) -> Model:
     """This FPGA: active power while the engine computes, static power while it waits.
 
-    The engine is busy ``steps x cycles / clock_hz`` seconds; for the rest of the game (at
-    ``decisions_per_s``) the chip idles at its static power. If the engine is slower than the
-    game, the game waits for it and there is no idle time.
+    The active figure of :data:`FPGA_POWER` holds at the board's oscillator; at another clock its
+    dynamic part (active - static) scales with the clock. The engine is busy
+    ``steps x cycles / clock_hz`` seconds; for the rest of the game (at ``decisions_per_s``) the
+    chip idles at its static power. If the engine is slower than the game, the game waits for it
+    and there is no idle time.
     """
     rate = _rate(decisions_per_s)
     device = preset.board.device
@@ -404,9 +406,12 @@ def fpga_model(preset: Preset, steps: int, cycles: int | None = None,
     clock = float(clock_hz if clock_hz is not None else preset.board.clock_hz)
     if not (math.isfinite(clock) and clock > 0):
         raise ValueError(f"the clock must be a positive frequency in Hz, not {clock_hz}")
+    # the active figure holds at the board's oscillator; dynamic power scales with the clock
+    # (a fixed energy per cycle), static power does not
+    active_w = static.value + (active.value - static.value) * clock / preset.board.clock_hz
     busy = steps * cycles / clock
     duration = max(steps / rate, busy)
-    compute_mj = active.value * busy * 1e3
+    compute_mj = active_w * busy * 1e3
     idle_mj = static.value * (duration - busy) * 1e3
     total = compute_mj + idle_mj
     lines = [
@@ -415,7 +420,10 @@ def fpga_model(preset: Preset, steps: int, cycles: int | None = None,
              "given" if clock_hz is not None else f"the {preset.board.name} oscillator"),
         Line("engine busy", busy, "s", "estimate", f"{steps:,d} x cycles / clock"),
         Line("static power", static.value * 1e3, "mW", static.kind),
-        Line("active power", active.value * 1e3, "mW", active.kind),
+        Line("active power", active_w * 1e3, "mW", active.kind,
+             "" if clock == preset.board.clock_hz else
+             f"{active.value * 1e3:g} mW at {preset.board.clock_hz / 1e6:g} MHz, dynamic part "
+             "scaled with the clock"),
         Line("computing", compute_mj, "mJ", "estimate", "active power x busy time"),
         Line("idle between decisions", idle_mj, "mJ", "estimate",
              f"static power x the rest of {duration:.1f} s"),
@@ -424,7 +432,10 @@ def fpga_model(preset: Preset, steps: int, cycles: int | None = None,
     ]
     assumptions = [
         f"{device}: static {static.value * 1e3:g} mW from {static.source}",
-        f"{device}: active {active.value * 1e3:g} mW: {active.source}",
+        f"{device}: active {active.value * 1e3:g} mW at "
+        f"{preset.board.clock_hz / 1e6:g} MHz: {active.source}",
+        "at another clock the dynamic part (active - static) scales with the clock: a fixed "
+        "energy per cycle",
         "the FPGA core only: no I/O, USB bridge, regulators or host",
     ]
     return Model("fpga", f"This FPGA ({preset.board.name}, {device})",

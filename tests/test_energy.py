@@ -95,8 +95,15 @@ def test_fpga_model_uses_measured_cycles_and_the_clock():
     slow = E.ledger(counters_for(ICE, 150), 150, ICE, cycles=2_000_000, clock_hz=1e6)
     fpga = {x.label: x.value for x in slow.models[2].lines}
     assert fpga["idle between decisions"] == 0
-    assert fpga["computing"] == pytest.approx(active.value * 300 * 1e3)
+    dynamic = (active.value - static.value) / 12
+    assert fpga["computing"] == pytest.approx((static.value + dynamic) * 300 * 1e3)
     assert E.ENGINE_CYCLES["ulx3s-85f"].value == 3_757
+    # a PLL at twice the clock: the same dynamic energy per cycle, half the static time
+    fast = E.ledger(counters_for(ICE, 150), 150, ICE, clock_hz=24e6)
+    line = {x.label: x.value for x in fast.models[2].lines}
+    assert line["active power"] == pytest.approx((2 * active.value - static.value) * 1e3)
+    assert line["computing"] == pytest.approx(
+        (static.value * busy / 2 + (active.value - static.value) * busy) * 1e3)
 
 
 def test_golden_model_counters_go_straight_in():
