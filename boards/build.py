@@ -305,9 +305,9 @@ def _stage(root: Path, name: str, ext: str) -> str:
         return "packing"
     if (root / "top.tim").exists():
         text = (root / "top.tim").read_text(errors="replace")
-        for phase, marker in (("routing", "Routing"), ("placing", "Placing"),
-                              ("packing cells", "Packing")):
-            if marker in text:
+        for phase, marker in (("routing", "routing"), ("placing", "placer"),
+                              ("packing cells", "packing")):
+            if marker in text.lower():
                 return f"nextpnr {phase}"
         return "nextpnr"
     return "yosys synthesising"
