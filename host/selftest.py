@@ -40,7 +40,7 @@ from ..spec.qformat import format_hash
 from .link import Link, LinkError
 from .play import latency_stats
 
-__all__ = ["Check", "SelftestResult", "run_selftest", "pong_frames", "synthetic_frames",
+__all__ = ["Check", "SelftestResult", "run_selftest", "PongFrames", "synthetic_frames",
            "DEFAULT_STEPS"]
 
 #: STEPs checked by default (DESIGN.md: "1,000 checked STEPs").
@@ -120,7 +120,7 @@ def synthetic_frames(preset: Preset, seed: int) -> Iterator[bytes]:
         yield (bits[0] & bits[1] & bits[2]).tobytes()
 
 
-class pong_frames:
+class PongFrames:
     """Preprocessed frames of ALE Pong (:mod:`mstpn.spec.env`), driven by the actions fed back.
 
     ``next_frame()`` gives the packed frame to step; ``act(action)`` plays the board's action and
@@ -168,7 +168,8 @@ def _timed(result: SelftestResult, name: str, fn: Callable[[], str]) -> None:
 
 def run_selftest(link: Link, steps: int = DEFAULT_STEPS, seed: int = 1,
                  image: ParamImage | None = None, frames: str = "pong",
-                 progress: Callable[[str], None] | None = None) -> SelftestResult:
+                 progress: Callable[[str], None] | None = None,
+                 preset: str | None = None) -> SelftestResult:
     """Run the selftest over an open link.
 
     Parameters
@@ -186,6 +187,8 @@ def run_selftest(link: Link, steps: int = DEFAULT_STEPS, seed: int = 1,
         Real preprocessed Pong frames, or seeded random ones.
     progress : callable, optional
         Called with a short line of text as the test goes on.
+    preset : str, optional
+        The preset the board must run (INFO fails otherwise).
 
     Returns
     -------
@@ -200,7 +203,7 @@ def run_selftest(link: Link, steps: int = DEFAULT_STEPS, seed: int = 1,
     result = SelftestResult(url=link.url, frames=frames, steps_requested=steps)
     state: dict = {}
     try:
-        _timed(result, "INFO", lambda: _check_info(link, result, state, image, seed))
+        _timed(result, "INFO", lambda: _check_info(link, result, state, image, seed, preset))
         image = state["image"]
         say(f"INFO ok: {result.checks[-1].detail}")
         _timed(result, "LOAD", lambda: _load(link, image, say))
@@ -216,7 +219,7 @@ def run_selftest(link: Link, steps: int = DEFAULT_STEPS, seed: int = 1,
 
 
 def _check_info(link: Link, result: SelftestResult, state: dict, image: ParamImage | None,
-                seed: int) -> str:
+                seed: int, expect: str | None) -> str:
     info = link.info()
     if info.version != P.VERSION:
         raise _Failed(f"the board speaks protocol version {info.version}, this host {P.VERSION}")
@@ -225,6 +228,8 @@ def _check_info(link: Link, result: SelftestResult, state: dict, image: ParamIma
     except ValueError as exc:
         raise _Failed(str(exc)) from None
     result.preset = preset.name
+    if expect is not None and expect != preset.name:
+        raise _Failed(f"the board runs preset {preset.name}, not {expect}")
     if info.flags & P.InfoFlags.STANDIN:
         raise _Failed("the board runs the stand-in engine (a toy network), not the m-STPN: "
                       "its arithmetic cannot match the golden model; rebuild with the engine")
@@ -284,7 +289,7 @@ def _steps(link: Link, image: ParamImage, steps: int, seed: int, frames: str,
     link.reset_state()
     link.counters(clear=True)
     state["golden"] = golden
-    game = pong_frames(preset, seed) if frames == "pong" else None
+    game = PongFrames(preset, seed) if frames == "pong" else None
     synthetic = synthetic_frames(preset, seed) if game is None else None
     times: list[float] = []
     resets = 0
@@ -416,7 +421,7 @@ def _cmd_selftest(args) -> int:
         with link:
             result = run_selftest(link, steps=args.steps, seed=args.seed, image=image,
                                   frames="synthetic" if args.synthetic else "pong",
-                                  progress=say)
+                                  progress=say, preset=args.preset)
     finally:
         if board is not None:
             board.stop()
@@ -448,8 +453,8 @@ def add_selftest_command(sub) -> None:
         description="A board's smoke test: INFO, LOAD of a parameter image, READBACK of every "
                     "region, then STEPs whose actions and logits must equal the golden model's "
                     "bit for bit, then the counters, F and h. Prints STEP round-trip latency "
-                    "percentiles. Exit status 0: passed; 1: a check failed; 2: the board could "
-                    "not be reached. The board's parameters are overwritten. See "
+                    "percentiles. Exit status 0: passed; 1: a check failed; 2: the port could "
+                    "not be opened. The board's parameters are overwritten. See "
                     "docs/selftest.md.")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", metavar="URL",
@@ -458,8 +463,8 @@ def add_selftest_command(sub) -> None:
     where.add_argument("--sim", action="store_true",
                        help="start the simulated board (Verilator) and test it")
     p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="the simulated board's preset (default icebreaker; a board reports its "
-                        "own)")
+                   help="the simulated board's preset (default icebreaker); with --port, the "
+                        "preset the board must run")
     p.add_argument("--steps", type=positive, default=DEFAULT_STEPS,
                    help=f"STEPs checked against the golden model (default {DEFAULT_STEPS:,d})")
     p.add_argument("--seed", type=int, default=1,

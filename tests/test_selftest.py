@@ -86,6 +86,11 @@ def test_the_stand_in_engine_is_refused():
     assert len(result.checks) == 1
 
 
+def test_a_board_of_another_preset_is_refused():
+    result = run_selftest(link_to(GoldenFakeBoard("ulx3s-85f")), steps=10, preset="icebreaker")
+    assert not result.passed and "runs preset ulx3s-85f, not icebreaker" in result.failure
+
+
 def test_an_image_for_another_board_is_refused():
     image = ParamImage.random("ulx3s-85f", 1)
     result = run_selftest(link_to(GoldenFakeBoard("icebreaker")), steps=10, image=image)
@@ -145,14 +150,14 @@ def test_game_ends_reset_both_sides(monkeypatch):
     # a game of Pong outlasts a fast test: end one every 40 steps, as the env would
     from mstpn.host import selftest
 
-    act = selftest.pong_frames.act
+    act = selftest.PongFrames.act
     calls = {"n": 0}
 
     def short_games(self, action):
         calls["n"] += 1
         return act(self, action) or calls["n"] % 40 == 0
 
-    monkeypatch.setattr(selftest.pong_frames, "act", short_games)
+    monkeypatch.setattr(selftest.PongFrames, "act", short_games)
     result = run_selftest(link_to(GoldenFakeBoard("icebreaker")), steps=100, seed=2)
     assert result.passed, result.report()
     assert "(2 new games)" in result.checks[3].detail
