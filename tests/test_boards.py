@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from amaranth import Module
 from amaranth.back import rtlil
+from amaranth.hdl import Elaboratable
 from amaranth.lib.memory import Memory
 
 from mstpn.boards.build import (
@@ -412,3 +413,36 @@ def test_params_bake_the_agent_into_ecp5_memory_init():
     tile_bits = 24 * spec.preset.plastic.lanes_per_tile
     head = "".join(f"{w:0{tile_bits}b}" for w in reversed(words[:4]))
     assert head in text.replace("\n", "")
+
+
+class _Loopback(Elaboratable):
+    """A stand-in for Top on the pins: tx follows rx one clock later (so ``sync`` exists)."""
+
+    def __init__(self) -> None:
+        from amaranth import Signal
+
+        self.rx, self.tx, self.busy = Signal(init=1), Signal(init=1), Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += [self.tx.eq(self.rx), self.busy.eq(~self.rx)]
+        return m
+
+
+@pytest.mark.parametrize("board", sorted(BOARD_SPECS))
+def test_platform_pins_and_pll(board):
+    from mstpn.boards.platforms import BoardTop
+
+    spec = get_board(board)
+    plan = spec.make_platform().prepare(BoardTop(_Loopback()), "top", emit_src=False)
+    assert "top.debug.v" not in plan.files
+    il = plan.files["top.il"]
+    if spec.family == "ice40":
+        assert "SB_PLL40_PAD" in il and "parameter \\DIVF 63" in il
+        pcf = plan.files["top.pcf"]
+        assert "set_io uart_0__rx__io 6" in pcf and "set_io uart_0__tx__io 9" in pcf
+    else:
+        assert "EHXPLLL" in il and "parameter \\CLKOP_DIV 12" in il
+        lpf = plan.files["top.lpf"]
+        assert 'LOCATE COMP "uart_0__rx__io" SITE "M1"' in lpf
+        assert 'LOCATE COMP "uart_0__tx__io" SITE "L4"' in lpf
