@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -94,6 +95,10 @@ def _make_backend(args: argparse.Namespace, image, say):
     return LinkBackend(image, args.port, verify=True, baud=args.baud, timeout=args.timeout)
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _cmd_play(args: argparse.Namespace) -> int:
     from .link import InfoMismatch, LinkError
     from .play import Divergence, PlayError, format_summary, play, say_stderr
@@ -155,6 +160,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
     finished: list[dict] = []
     backend = _make_backend(args, image, say)
     summary = None
+    # a SIGTERM ends play like Ctrl-C, through the finally below, so the board is stopped too
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         try:
             backend.start()
@@ -183,6 +190,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
     except (LinkError, PlayError) as exc:
         raise _user_error(str(exc)) from None
     finally:
+        signal.signal(signal.SIGTERM, previous)
         backend.close()
         if view is not None:
             view.close()
