@@ -75,8 +75,8 @@ class Divergence(Exception):
         r = self.record
         lines = [
             f"DIVERGENCE at episode {r['episode']}, step {r['step']} ({r['what']} differ)",
-            f"  backend ({r['backend_name']}): {_fmt_value(r['backend'])}",
-            f"  golden model:          {_fmt_value(r['model'])}",
+            f"  {'backend (' + r['backend_name'] + '):':17s} {_fmt_value(r['backend'])}",
+            f"  {'golden model:':17s} {_fmt_value(r['model'])}",
         ]
         if self.frame is not None:
             lines.append(f"  input: packed frame of {self.frame.size} bytes, crc32 "
