@@ -105,6 +105,53 @@ def test_check_against_a_board_that_runs_another_network(tmp_path, capsys):
     assert record["step"] == 0 and record["backend"] != record["model"]
 
 
+def _serve(board):
+    port, stop = board.serve()
+    return f"socket://127.0.0.1:{port}", stop
+
+
+def test_port_backend_checked_and_recorded_on_a_golden_fake_board(tmp_path, capsys):
+    """The whole --port path (INFO, upload, verify, SET_SEED, RESET_STATE, STEPs with logits,
+    COUNTERS, READBACK of F and h) against a fake board that runs the golden model; the
+    recording takes F from the lockstep model."""
+    from fake_boards import GoldenFakeBoard
+
+    url, stop = _serve(GoldenFakeBoard("icebreaker"))
+    out = tmp_path / "port.json"
+    try:
+        rc = main(["play", "--port", url, "--max-steps", "16", "--quiet", "--json", str(out),
+                   "--record", str(tmp_path / "port.gif")])
+    finally:
+        stop.set()
+    assert rc == 0, capsys.readouterr().err
+    record = json.loads(out.read_text())
+    assert record["backend"] == "port" and record["checked"]      # --record turned --check on
+    (episode,) = record["episodes"]
+    assert episode["counters"]["steps"] == 16
+    assert episode["bytes_out"] >= 16 * 401 and episode["bytes_in"] >= 16 * 13
+    assert record["record"]["f_source"] == "golden model in lockstep, checked"
+    assert record["record"]["frames"] == 8
+
+
+@pytest.mark.parametrize("board, what, step", [
+    ("WrongActionBoard", "action and logits", 5),
+    ("StaleFBoard", "stored F", 12),
+])
+def test_port_backend_divergence_on_wrong_boards(board, what, step, tmp_path, capsys):
+    import fake_boards
+
+    kwargs = {"at": 5} if board == "WrongActionBoard" else {}
+    url, stop = _serve(getattr(fake_boards, board)("icebreaker", **kwargs))
+    try:
+        rc = main(["play", "--port", url, "--check", "--max-steps", "12", "--quiet",
+                   "--json", str(tmp_path / "d.json")])
+    finally:
+        stop.set()
+    assert rc == 1
+    assert f"DIVERGENCE at episode 0, step {step} ({what} differ)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "d.json").read_text())["divergence"]["what"] == what
+
+
 def test_board_info_that_does_not_match_the_image_is_refused(capsys):
     port, stop = FakeBoard("icebreaker", DeviceModel(level_shift=2)).serve()
     try:
@@ -215,7 +262,7 @@ def test_play_300_steps_on_the_simulated_board_checked(tmp_path, capsys):
     stored F and h by READBACK) against the golden model."""
     out = tmp_path / "sim.json"
     rc = main(["play", "--check", "--max-steps", "300", "--seed", "3", "--quiet",
-               "--json", str(out)])
+               "--json", str(out), "--record", str(tmp_path / "sim.gif")])
     err = capsys.readouterr().err
     assert rc == 0, err
     record = json.loads(out.read_text())
@@ -223,5 +270,6 @@ def test_play_300_steps_on_the_simulated_board_checked(tmp_path, capsys):
     (episode,) = record["episodes"]
     assert episode["steps"] == 300 and episode["counters"]["steps"] == 300
     assert episode["bytes_out"] >= 300 * 401      # every STEP crossed the link
+    assert record["record"]["frames"] == 150 and (tmp_path / "sim.gif").stat().st_size > 0
     print(f"simulated board: {record['decisions_per_s']} decisions/s, "
           f"latency {record['latency']}")
