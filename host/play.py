@@ -388,7 +388,7 @@ def play(
     image : ParamImage
         The agent (the backend has it already; the golden model of ``check`` is built from it).
     backend : Backend
-        Started by the caller or here (``start`` is called), closed by the caller.
+        Started (:meth:`Backend.start`) and closed by the caller.
     episodes : int
         Games; game k is seeded ``seed + k`` (its sticky-action draws too).
     seed : int
