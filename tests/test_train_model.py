@@ -68,3 +68,31 @@ def test_gradients_reach_every_parameter() -> None:
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("name", ["default", "window+levels"])
+def test_fused_synapse_step_matches_unfused(name: str) -> None:
+    """The fused per-synapse step: the same codes, and the same straight-through gradients."""
+    preset = get_preset("icebreaker")
+    frames = torch.as_tensor(_frames(np.random.default_rng(2), 12, 3, preset.frame.pixels))
+    runs = []
+    for fused in (False, True):
+        model = MSTPN(preset, DEVICES[name], seed=3)
+        with torch.no_grad():
+            model.plasticity.mul_(8.0)
+            model.enc_gain.fill_(0.12)
+        model.fused = fused
+        state = model.initial_state(3)
+        codes = model.codes()
+        loss, seen = 0.0, []
+        for t in range(12):
+            logits, _, state = model.step(frames[t], state, codes)
+            loss = loss + (logits * torch.arange(3.0, dtype=logits.dtype)).sum()
+            seen += [state[0].detach().clone(), state[1].detach().clone()]
+        loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        runs.append((seen, grads))
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        assert torch.equal(a, b)
+    for n, g in runs[0][1].items():
+        torch.testing.assert_close(runs[1][1][n], g, rtol=1e-4, atol=1e-6 * float(g.abs().max()))

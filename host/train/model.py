@@ -76,6 +76,67 @@ def _floor_ste(x: torch.Tensor) -> torch.Tensor:
     return _ste(torch.floor(x), x)
 
 
+class _SynapseStep(torch.autograd.Function):
+    """The per-synapse path of one step, fused: F's update, G and the MAC.
+
+    Forward (codes, exactly as :meth:`MSTPN._update_f` and :meth:`MSTPN.step` compute them for a
+    device without soft bounds or asymmetry)::
+
+        f_new = clamp(floor((lambda*f_old*2**k + gamma*h_p*z_p + r) / 2**s) * 2**l, F window)
+        g     = clamp(w + floor((f_new + 2**(t-1)) / 2**t), G window)
+        acc   = g @ z
+
+    Backward: the same straight-through gradients as the unfused graph (each floor passes the
+    gradient of its argument, each clamp passes it inside its window), written out so that a
+    step costs a handful of (batch, H, N) passes instead of a few dozen autograd nodes.
+    """
+
+    @staticmethod
+    def forward(ctx, f_old, h_p, z_p, z, decay, plast, w, offset, k_mul, shift, level, f_lo,
+                f_hi, g_to, g_lo, g_hi):
+        acc = decay * f_old
+        acc.mul_(k_mul)
+        acc.addcmul_(plast, h_p[:, :, None] * z_p[:, None, :])
+        if isinstance(offset, torch.Tensor):
+            acc.add_(offset)
+        else:
+            acc.add_(float(offset))
+        f_new = torch.floor(acc.div_(float(1 << shift))).mul_(float(1 << level))
+        f_mask = (f_new >= f_lo) & (f_new <= f_hi)
+        f_new.clamp_(f_lo, f_hi)
+        if g_to:
+            g = torch.floor((f_new + float(1 << (g_to - 1))) / float(1 << g_to)).add_(w)
+        else:
+            g = f_new + w
+        g_mask = (g >= g_lo) & (g <= g_hi)
+        g.clamp_(g_lo, g_hi)
+        out = (g * z[:, None, :]).sum(-1)  # exact: integer partial sums below 2**24
+        ctx.save_for_backward(f_old, h_p, z_p, z, decay, plast, f_mask, g_mask, g)
+        ctx.consts = (k_mul, float(1 << level) / float(1 << shift), 1.0 / float(1 << g_to))
+        return f_new, out
+
+    @staticmethod
+    def backward(ctx, grad_f, grad_out):
+        f_old, h_p, z_p, z, decay, plast, f_mask, g_mask, g = ctx.saved_tensors
+        k_mul, f_scale, g_scale = ctx.consts
+        grad_z = (grad_out[:, :, None] * g).sum(1)
+        gg = grad_out[:, :, None] * z[:, None, :]
+        gg.mul_(g_mask)
+        grad_w = gg.sum(0)
+        gg.mul_(g_scale)
+        if grad_f is not None:
+            gg.add_(grad_f)
+        gg.mul_(f_mask).mul_(f_scale)  # the gradient of acc
+        grad_decay = (gg * f_old).sum(0).mul_(k_mul)
+        grad_f_old = (gg * decay).mul_(k_mul)
+        grad_plast = (gg * (h_p[:, :, None] * z_p[:, None, :])).sum(0)
+        gp = gg.mul_(plast)
+        grad_h_p = (gp * z_p[:, None, :]).sum(-1)
+        grad_z_p = (gp * h_p[:, :, None]).sum(1)
+        return (grad_f_old, grad_h_p, grad_z_p, grad_z, grad_decay, grad_plast, grad_w,
+                None, None, None, None, None, None, None, None, None)
+
+
 class MSTPN(nn.Module):
     """The m-STPN of a preset, trainable, in the golden model's arithmetic.
 
@@ -121,6 +182,8 @@ class MSTPN(nn.Module):
         # widen the Hebbian product beyond 24 bits (docs/spec.md 3.3); then it runs in float64.
         dev = self.device_model
         self.syn_dtype = _DT if (dev.soft_bound or dev.asymmetry) else torch.float32
+        # The fused per-synapse step (:class:`_SynapseStep`) covers every device but those.
+        self.fused = not (dev.soft_bound or dev.asymmetry)
 
     # --- parameters ----------------------------------------------------------------------------
 
@@ -191,7 +254,14 @@ class MSTPN(nn.Module):
 
     def encode(self, bits: torch.Tensor, codes: dict[str, torch.Tensor]) -> torch.Tensor:
         """Encoder outputs (ACT codes) of binary frames (batch, pixels) in {0, 1}."""
-        acc = bits @ codes["enc_w"].T
+        # The frames are sparse (a few dozen lit pixels of 3,200): summing the lit pixels'
+        # weight columns is the same product (exact integer sums), several times cheaper,
+        # forward and backward.
+        rows, cols = torch.nonzero(bits, as_tuple=True)
+        counts = torch.bincount(rows, minlength=bits.shape[0])
+        offsets = torch.cumsum(counts, 0) - counts
+        acc = torch.nn.functional.embedding_bag(
+            cols, codes["enc_w"].T.contiguous(), offsets, mode="sum").to(_DT)
         return self._neuron(acc, codes["enc_gain"], codes["enc_bias"], ENC_NORM_SHIFT)
 
     def _update_f(self, f_old: torch.Tensor, h_p: torch.Tensor, z_p: torch.Tensor,
@@ -219,6 +289,21 @@ class MSTPN(nn.Module):
             acc = acc + float(1 << (shift - 1))
         f_new = _floor_ste(acc / float(1 << shift)) * float(1 << dev.level_shift)
         return torch.clamp(f_new, dev.f_lo, dev.f_hi)
+
+    def _fused_synapses(self, f_old, h_p, z_p, z, codes, w):
+        """:class:`_SynapseStep` for a device without soft bounds or asymmetry."""
+        dev = self.device_model
+        sd = self.syn_dtype
+        shift = HEBB_FRAC + dev.level_shift
+        if dev.noise_bits:
+            r = torch.randint(0, 1 << dev.noise_bits, f_old.shape, dtype=sd)
+            offset = r * float(1 << (shift - dev.noise_bits))
+        else:
+            offset = float(1 << (shift - 1))
+        return _SynapseStep.apply(
+            f_old, h_p.to(sd), z_p.to(sd), z.to(sd), codes["decay"].to(sd),
+            codes["plasticity"].to(sd), w, offset, float(1 << DECAY_ALIGN), shift,
+            dev.level_shift, dev.f_lo, dev.f_hi, F_TO_G_SHIFT, dev.g_min, dev.g_max)
 
     @staticmethod
     def _f_to_g(f: torch.Tensor) -> torch.Tensor:
@@ -261,9 +346,13 @@ class MSTPN(nn.Module):
             x = self.encode(bits, codes)
         z = torch.cat([x, h_prev], dim=1)
         w = codes["w"].to(self.syn_dtype)
-        f_new = self._update_f(f_old, h_p, z_p, codes, w)
-        g = torch.clamp(w + self._f_to_g(f_new), dev.g_min, dev.g_max)
-        acc = torch.bmm(g, z.to(self.syn_dtype)[:, :, None])[:, :, 0].to(_DT)
+        if self.fused:
+            f_new, acc = self._fused_synapses(f_old, h_p, z_p, z, codes, w)
+        else:
+            f_new = self._update_f(f_old, h_p, z_p, codes, w)
+            g = torch.clamp(w + self._f_to_g(f_new), dev.g_min, dev.g_max)
+            acc = torch.bmm(g, z.to(self.syn_dtype)[:, :, None])[:, :, 0]
+        acc = acc.to(_DT)
         h = self._neuron(acc, codes["gain"], codes["bias"], PLASTIC_NORM_SHIFT)
         logits_code = h @ codes["head_w"].T + codes["head_bias"]
         logits = logits_code * FIELDS_BY_NAME["head_bias"].fmt.scale
