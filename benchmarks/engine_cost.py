@@ -30,6 +30,7 @@ from amaranth.hdl import Elaboratable, Module
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mstpn.boards.build import strip_zero_init  # noqa: E402
 from mstpn.hdl.engine import Engine  # noqa: E402
 from mstpn.spec.device import DeviceModel  # noqa: E402
 from mstpn.spec.presets import get_preset  # noqa: E402
@@ -68,28 +69,6 @@ class HARNESS(Elaboratable):
         m.d.sync += fold.eq(outputs.xor())
         m.d.comb += self.sout.eq(fold)
         return m
-
-
-def strip_zero_init(text: str) -> str:
-    """Drop the all-zero memory inits Amaranth emits: SPRAM has no initial contents, so yosys
-    maps a memory to it only without one (the engine's tile memories are loaded at run time)."""
-    out: list[str] = []
-    block: list[str] = []
-    in_cell = False
-    for line in text.splitlines(keepends=True):
-        if line.startswith("  cell $meminit_v2"):
-            in_cell, block = True, [line]
-            continue
-        if in_cell:
-            block.append(line)
-            if line.startswith("  end"):
-                in_cell = False
-                data = [x for x in block if x.strip().startswith("connect \\DATA")]
-                if not (data and re.fullmatch(r"\s*connect \\DATA \d+'0+\s*", data[0])):
-                    out.extend(block)
-            continue
-        out.append(line)
-    return "".join(out)
 
 
 def _tool(name: str) -> str:
