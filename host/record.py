@@ -23,6 +23,7 @@ written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -42,8 +43,8 @@ GIF_MAX_FRAMES = 1500
 #: File suffixes that can be recorded.
 FORMATS = (".mp4", ".gif")
 
-# colour maps as anchor points, interpolated linearly (diverging: blue-dark-red; sequential:
-# black-purple-orange-yellow, in the manner of "magma")
+# colour maps as anchor points, interpolated into 256-entry tables (diverging: blue-dark-red;
+# sequential: black-purple-orange-yellow, in the manner of "magma")
 _DIVERGING = np.array([[70, 110, 230], [30, 30, 38], [235, 70, 50]], dtype=np.float64)
 _SEQUENTIAL = np.array([[5, 5, 20], [90, 25, 120], [220, 80, 60], [252, 250, 160]],
                        dtype=np.float64)
@@ -56,17 +57,48 @@ class RecordError(Exception):
     written)."""
 
 
-def _cmap(values: np.ndarray, anchors: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Map values in [lo, hi] to RGB uint8 through ``anchors``."""
-    t = np.clip((np.asarray(values, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
-    pos = t * (len(anchors) - 1)
+def _lut(anchors: np.ndarray) -> np.ndarray:
+    """A 256-entry RGB table, interpolated linearly between the anchor colours."""
+    pos = np.linspace(0.0, len(anchors) - 1, 256)
     i = np.minimum(pos.astype(int), len(anchors) - 2)
-    frac = (pos - i)[..., None]
+    frac = (pos - i)[:, None]
     return (anchors[i] * (1 - frac) + anchors[i + 1] * frac).astype(np.uint8)
 
 
+_DIVERGING_LUT = _lut(_DIVERGING)
+_SEQUENTIAL_LUT = _lut(_SEQUENTIAL)
+
+
+def _cmap(values: np.ndarray, lut: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map values in [lo, hi] to RGB uint8 through a 256-entry table."""
+    t = (np.asarray(values, dtype=np.float32) - lo) * (255.0 / (hi - lo))
+    return lut[np.clip(t, 0, 255).astype(np.uint8)]
+
+
 def _zoom(rgb: np.ndarray, sy: int, sx: int) -> np.ndarray:
-    return np.repeat(np.repeat(rgb, sy, axis=0), sx, axis=1)
+    if sy == sx == 1:
+        return rgb
+    image = Image.fromarray(rgb)
+    return np.asarray(image.resize((rgb.shape[1] * sx, rgb.shape[0] * sy), Image.NEAREST))
+
+
+@functools.lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.ImageFont:
+    # loading the font costs more than drawing a whole frame: once per size
+    return ImageFont.load_default(size=size)
+
+
+def _text(text: str, size: int) -> Image.Image:
+    """A line of text on the background colour."""
+    font = _font(size)
+    left, top, right, bottom = font.getbbox(text)
+    image = Image.new("RGB", (max(1, right), max(1, bottom)), _BG)
+    ImageDraw.Draw(image).text((0, 0), text, fill=_FG, font=font)
+    return image
+
+
+#: The panels' labels repeat from frame to frame: render each once (FreeType is the slow part).
+_label = functools.lru_cache(maxsize=64)(_text)
 
 
 def compose(game: np.ndarray, h_hist: np.ndarray, norm_hist: np.ndarray, f_now: np.ndarray,
@@ -101,10 +133,10 @@ def compose(game: np.ndarray, h_hist: np.ndarray, norm_hist: np.ndarray, f_now: 
     hidden = h_hist.shape[0]
     sy = max(1, scale)
     sx = max(1, scale)
-    h_img = _zoom(_cmap(h_hist, _DIVERGING, -ACT_ONE, ACT_ONE), sy, sx)
-    n_img = _zoom(_cmap(norm_hist, _SEQUENTIAL, 0.0, max(norm_max, 1.0)), sy, sx)
-    f_img = _zoom(_cmap(f_now, _DIVERGING, SHORT_TERM.lo, SHORT_TERM.hi), sy, sy)
-    font = ImageFont.load_default(size=7 * scale + 2)
+    h_img = _zoom(_cmap(h_hist, _DIVERGING_LUT, -ACT_ONE, ACT_ONE), sy, sx)
+    n_img = _zoom(_cmap(norm_hist, _SEQUENTIAL_LUT, 0.0, max(norm_max, 1.0)), sy, sx)
+    f_img = _zoom(_cmap(f_now, _DIVERGING_LUT, SHORT_TERM.lo, SHORT_TERM.hi), sy, sy)
+    size = 7 * scale + 2
     line = 8 * scale + 4
     pad = 4 * scale
     right_w = max(h_img.shape[1], f_img.shape[1]) + 2 * pad
@@ -118,14 +150,14 @@ def compose(game: np.ndarray, h_hist: np.ndarray, norm_hist: np.ndarray, f_now: 
     draw = ImageDraw.Draw(canvas)
     x0 = game.shape[1] + pad
     y = 2
-    draw.text((x0, y), title, fill=_FG, font=font)
+    canvas.paste(_text(title, size), (x0, y))
     y += line
     for label, img in (
         (f"h_t, {hidden} neurons x last {h_hist.shape[1]} steps  (-1 .. +1)", h_img),
         (f"||F_i||, row norms of F  (0 .. {norm_max:.0f} codes)", n_img),
         (f"F now, {f_now.shape[0]} x {f_now.shape[1]}  (inputs | h)", f_img),
     ):
-        draw.text((x0, y), label, fill=_FG, font=font)
+        canvas.paste(_label(label, size), (x0, y))
         y += line
         canvas.paste(Image.fromarray(img), (x0, y))
         if img is f_img:    # where the feed-forward inputs end and the recurrent h begins
