@@ -145,18 +145,18 @@ def program(board: str, bitstream: Path | str | None = None, *, preset: str | No
             raise ProgramError(f"{bitstream} was built for {data.get('board')}, not {spec.name}")
     tool = find_programmer()
     cmd = program_command(spec.name, bitstream, tool, flash=flash, cable=cable)
+    lines = []
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace")
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              errors="replace") as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if echo:
+                    echo(line.rstrip("\n"))
+            code = proc.wait()
     except OSError as exc:
         raise ToolError(f"{tool} does not run: {exc}") from None
-    lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if echo:
-            echo(line.rstrip("\n"))
-    code = proc.wait()
     if code:
         raise ProgramError(explain_failure(spec.name, "".join(lines), code))
     return bitstream
