@@ -189,6 +189,15 @@ def _cmd_play(args: argparse.Namespace) -> int:
         return 1
     except (LinkError, PlayError) as exc:
         raise _user_error(str(exc)) from None
+    except KeyboardInterrupt:
+        # the episodes that finished are kept: their summaries were printed, and --json gets them
+        if args.json and finished:
+            write_json(args.json, {"interrupted": True, "episodes": finished,
+                                   "mean_score": sum(r["score"] for r in finished) / len(finished),
+                                   "params": str(path), "backend": args.backend})
+            print(f"interrupted: the {len(finished)} finished episode(s) written to {args.json}",
+                  file=sys.stderr)
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         backend.close()

@@ -201,6 +201,34 @@ def test_missing_rom_is_a_clear_error(monkeypatch, capsys):
     assert "cannot make ALE/Pong-v5" in err and "pong" in err and "Traceback" not in err
 
 
+def test_ctrl_c_keeps_the_finished_episodes(monkeypatch, tmp_path, capsys):
+    import mstpn.host.play as play_module
+
+    real = play_module.make_env
+
+    def interrupted_at_the_second_game(**kwargs):
+        env = real(**kwargs)
+        reset, resets = env.reset, []
+
+        def second_reset_interrupts(**kw):
+            resets.append(1)
+            if len(resets) == 2:
+                raise KeyboardInterrupt
+            return reset(**kw)
+
+        env.reset = second_reset_interrupts
+        return env
+
+    monkeypatch.setattr(play_module, "make_env", interrupted_at_the_second_game)
+    out = tmp_path / "cut.json"
+    rc = main(["play", "--backend", "model", "--episodes", "3", "--max-steps", "5", "--quiet",
+               "--json", str(out)])
+    assert rc == 130
+    assert "interrupted" in capsys.readouterr().err
+    record = json.loads(out.read_text())
+    assert record["interrupted"] and [e["steps"] for e in record["episodes"]] == [5]
+
+
 def test_window_view_without_a_display_falls_back(monkeypatch):
     from mstpn.host.play_view import LineView, TerminalView, make_view
 
