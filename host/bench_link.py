@@ -55,8 +55,9 @@ def measure_sim(preset_name: str, seconds: float, engine: str = "auto",
 
     Returns ``rate`` (1 / the median time of a decision), ``mean_rate``, ``cpu_ms`` (the
     board process's CPU time per decision, which load on the machine disturbs less than the
-    wall clock), ``engine_share`` (the fraction of clock cycles in which the engine was clocked,
-    see :class:`~mstpn.sim.board.SimBoard`'s ``gate``) and ``kind`` (the engine's kind).
+    wall clock), ``engine_share`` (the fraction of the timed steps' clock cycles in which the
+    engine was clocked, see :class:`~mstpn.sim.board.SimBoard`'s ``gate``) and ``kind`` (the
+    engine's kind).
     """
     from ..model.image import ParamImage
     from ..sim.board import SimBoard
@@ -74,6 +75,8 @@ def measure_sim(preset_name: str, seconds: float, engine: str = "auto",
             link.load(image, verify=False)
             link.reset_state()
             link.step(frames[0])
+        # a second client for the timed steps: the board reports its cycle counts per client
+        with Link(board.url, timeout=10.0) as link:
             times = []
             cpu0 = _cpu_seconds(board.proc.pid)
             start = time.perf_counter()
@@ -83,7 +86,9 @@ def measure_sim(preset_name: str, seconds: float, engine: str = "auto",
                 times.append(time.perf_counter() - t)
             elapsed = time.perf_counter() - start
             cpu = _cpu_seconds(board.proc.pid) - cpu0
-    share = board.stats["engine_cycles"] / board.stats["cycles"] if board.stats else float("nan")
+    log = board.stats_log
+    share = ((log[-1]["engine_cycles"] - log[0]["engine_cycles"])
+             / (log[-1]["cycles"] - log[0]["cycles"])) if len(log) >= 2 else float("nan")
     return {"rate": 1.0 / float(np.median(times)), "mean_rate": len(times) / elapsed,
             "cpu_ms": 1000 * cpu / len(times), "engine_share": share,
             "kind": "stand-in" if info.flags & P.InfoFlags.STANDIN else "m-STPN"}

@@ -260,6 +260,9 @@ class SimBoard:
         self.gate = gate
         #: After :meth:`stop`: ``{"cycles": clock cycles run, "engine_cycles": the engine's}``.
         self.stats: dict[str, int] = {}
+        #: After :meth:`stop`: the same totals as they stood after each client disconnected.
+        self.stats_log: list[dict[str, int]] = []
+        self._stderr: threading.Thread | None = None
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
 
@@ -272,6 +275,7 @@ class SimBoard:
 
     def start(self, timeout: float = 30.0) -> SimBoard:
         """Build if needed, start, and wait until it listens."""
+        self.stats, self.stats_log = {}, []
         binary = build_board(self.preset, self.device, self.image, self.engine, self.bit,
                              self.progress)
         self.proc = subprocess.Popen(
@@ -285,6 +289,10 @@ class SimBoard:
             line = self.proc.stdout.readline()
             if line.startswith("LISTENING"):
                 self.port = int(line.split()[1])
+                # drain stderr all along (a full pipe would stall the board), keeping the stats
+                self._stderr = threading.Thread(target=self._read_stderr, args=(self.proc,),
+                                                daemon=True)
+                self._stderr.start()
                 return self
             if self.proc.poll() is not None:
                 break
@@ -302,16 +310,23 @@ class SimBoard:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
-            if self.proc.stderr:
-                for line in self.proc.stderr.read().splitlines():
-                    words = line.split()
-                    if len(words) == 4 and words[0] == "CYCLES" and words[2] == "ENGINE":
-                        self.stats = {"cycles": int(words[1]), "engine_cycles": int(words[3])}
+            if self._stderr is not None:
+                self._stderr.join(5)
+                self._stderr = None
+            self.stats = self.stats_log[-1] if self.stats_log else {}
             for stream in (self.proc.stdout, self.proc.stderr):
                 if stream:
                     stream.close()
         self.proc = None
         self.port = None
+
+    def _read_stderr(self, proc: subprocess.Popen) -> None:
+        for line in proc.stderr:
+            words = line.split()
+            if len(words) == 4 and words[0] == "CYCLES" and words[2] == "ENGINE":
+                self.stats_log.append({"cycles": int(words[1]), "engine_cycles": int(words[3])})
+            else:
+                print(line, end="", file=sys.stderr)
 
     def wait(self) -> int:
         """Block until the board exits (for ``mstpn sim serve``)."""

@@ -14,8 +14,8 @@
 // for example for the ~16,000 cycles a STEP request spends on the UART.
 //
 // Usage: Vboard --port N [--host 127.0.0.1] [--bit CYCLES] [--no-gate]
-// Prints "LISTENING <port>" on stdout once it accepts connections, and on exit a line
-// "CYCLES <clk cycles> ENGINE <cycles the engine was clocked>" on stderr.
+// Prints "LISTENING <port>" on stdout once it accepts connections, and after each client and on
+// exit a line "CYCLES <clk cycles> ENGINE <cycles the engine was clocked>" (totals) on stderr.
 
 #include <arpa/inet.h>
 #include <csignal>
@@ -175,6 +175,11 @@ struct Board {
         quiet = active ? 0 : quiet + 1;
     }
     bool idle() const { return quiet > 4 * bit + 16; }
+    void report() const {
+        fprintf(stderr, "CYCLES %llu ENGINE %llu\n", (unsigned long long)cycles,
+                (unsigned long long)gate->clocked);
+        fflush(stderr);
+    }
 };
 
 static int listen_on(const char *host, int port) {
@@ -270,10 +275,10 @@ int main(int argc, char **argv) {
             b.tx_out.clear();
         }
         close(cfd);
+        b.report();
     }
     close(lfd);
-    fprintf(stderr, "CYCLES %llu ENGINE %llu\n", (unsigned long long)b.cycles,
-            (unsigned long long)b.gate->clocked);
+    b.report();
     b.top->final();
     delete b.gate;
     delete b.top;
