@@ -223,3 +223,61 @@ def test_transmitter_matches_cobs_package(body_len):
                                    data[off:off + n])[:-1])
     r = run(chunks, max_cycles=40000) if chunks else []
     assert r[len(r) - len(expect):] == expect
+
+
+def test_address_bounds_flags_and_loaded():
+    """The edges of the address checks (exact for every 32-bit address, not only the map's
+    width), each STEP flag combination's reply layout, and which LOADs clear *loaded*."""
+    regions = memory_map(PRESET)
+    space = max(r.end for r in regions.values())
+    h_base, f_base = regions["h"].base, regions["f"].base
+    wide = 1 << (space - 1).bit_length()       # the first address past the map's width
+    frame = bytes(range(256)) + bytes(PRESET.frame.packed_bytes - 256)
+    action = standin_step(frame)[0]
+    rb = P.READBACK_REQUEST.pack
+    r = run([
+        req(C.LOAD, 1, P.LOAD_HEADER.pack(h_base - 1) + b"\x5a"),          # the last byte
+        req(C.LOAD, 2, P.LOAD_HEADER.pack(h_base - 1) + b"\x5a\x5a"),      # one past
+        req(C.LOAD, 3, P.LOAD_HEADER.pack(wide + 16) + b"\x01"),           # aliases 16
+        req(C.LOAD, 4, P.LOAD_HEADER.pack(0xFFFF_FFFF) + b"\x01"),         # wraps in 32 bits
+        req(C.READBACK, 5, rb(space - 2, 2)),                              # the last bytes
+        req(C.READBACK, 6, rb(space - 2, 3)),
+        req(C.READBACK, 7, rb(wide + 16, 1)),
+        req(C.READBACK, 8, rb(0xFFFF_FF00, 256)),                          # wraps to 0
+        req(C.READBACK, 9, rb(0, 257)),
+        req(C.READBACK, 10, rb(h_base - 1, 1)),
+        req(C.COMMIT, 11, P.COMMIT.pack(7)),
+        req(C.STEP, 12, bytes([2]) + frame),                               # counters only
+        req(C.STEP, 13, bytes([0]) + frame),                               # action only
+        req(C.STEP, 14, bytes([4]) + frame),                               # unknown flag
+        req(C.COUNTERS, 15, b"\x02"),                                      # unknown flag
+        req(C.LOAD, 16, P.LOAD_HEADER.pack(f_base) + b"\x00"),             # F: stays loaded
+        req(C.STEP, 17, bytes([0]) + frame),
+        req(C.LOAD, 18, P.LOAD_HEADER.pack(f_base - 1) + b"\x00"),         # a parameter
+        req(C.STEP, 19, bytes([0]) + frame),
+        req(C.INFO, 20),
+    ], max_cycles=40000)
+    assert ok(r[0], C.LOAD, 1) == b""
+    err(r[1], E.BAD_ADDRESS, 2)
+    err(r[2], E.BAD_ADDRESS, 3)
+    err(r[3], E.BAD_ADDRESS, 4)
+    assert len(ok(r[4], C.READBACK, 5)) == 2
+    err(r[5], E.BAD_ADDRESS, 6)
+    err(r[6], E.BAD_ADDRESS, 7)
+    err(r[7], E.BAD_ADDRESS, 8)
+    err(r[8], E.BAD_ARGUMENT, 9)
+    assert ok(r[9], C.READBACK, 10) == b"\x5a"
+    assert ok(r[10], C.COMMIT, 11) == b""
+    reply = ok(r[11], C.STEP, 12)
+    assert len(reply) == 1 + P.counters_bytes() and reply[0] == action
+    assert int.from_bytes(reply[1:7], "little") == 1                       # steps
+    assert int.from_bytes(reply[7:13], "little") == PRESET.synapses       # MACs
+    assert ok(r[12], C.STEP, 13) == bytes([action])
+    err(r[13], E.BAD_ARGUMENT, 14)
+    err(r[14], E.BAD_ARGUMENT, 15)
+    assert ok(r[15], C.LOAD, 16) == b""
+    assert ok(r[16], C.STEP, 17) == bytes([action])
+    assert ok(r[17], C.LOAD, 18) == b""
+    err(r[18], E.NOT_LOADED, 19)
+    info = P.Info.unpack(ok(r[19], C.INFO, 20))
+    assert not info.loaded and info.image_hash == 7
