@@ -116,17 +116,10 @@ def _cmd_play(args: argparse.Namespace) -> int:
         raise _user_error(f"--max-steps must be at least 1, not {args.max_steps}")
     if args.frameskip < 1:
         raise _user_error(f"--frameskip must be at least 1, not {args.frameskip}")
-    from .train_cli import _device_from_args
+    from .train_cli import image_with_device_args
 
     image, path = load_agent(args.params, args.preset, noise_seed=args.noise_seed)
-    device = _device_from_args(args, image.device.to_dict())
-    if device != image.device.to_dict():
-        from ..spec.device import DeviceModel
-
-        try:
-            image = image.replace(device=DeviceModel.from_dict(device))
-        except ValueError as exc:
-            raise _user_error(str(exc)) from None
+    image = image_with_device_args(image, args)
 
     recorder = None
     if args.record:

@@ -37,6 +37,19 @@ def _device_from_args(args: argparse.Namespace, base: dict | None = None) -> dic
     return opts
 
 
+def image_with_device_args(image, args: argparse.Namespace):
+    """``image`` with the device options given on the command line (``image`` if none)."""
+    from ..spec.device import DeviceModel
+
+    device = _device_from_args(args, image.device.to_dict())
+    if device == image.device.to_dict():
+        return image
+    try:
+        return image.replace(device=DeviceModel.from_dict(device))
+    except ValueError as exc:
+        raise _user_error(str(exc)) from None
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
         from .train.trainer import TrainConfig, train
@@ -89,7 +102,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..model.image import ImageError, ParamImage
-    from ..spec.device import DeviceModel
     from .evaluate import default_agent, evaluate
 
     path = Path(args.params) if args.params else default_agent()
@@ -101,12 +113,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 f"no shipped agent at {path}: train and export one, or pass --params IMAGE"
             ) from None
         raise _user_error(str(exc)) from None
-    device = _device_from_args(args, image.device.to_dict())
-    if device != image.device.to_dict():
-        try:
-            image = image.replace(device=DeviceModel.from_dict(device))
-        except ValueError as exc:
-            raise _user_error(str(exc)) from None
+    image = image_with_device_args(image, args)
     if args.spread:
         from ..model.spread import apply_spread
 
