@@ -162,7 +162,8 @@ class NextpnrLog:
 
 
 _UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
-_FMAX = re.compile(r"^Info: Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz "
+# nextpnr's final timing report prints a failing clock as a Warning, its estimates as Info
+_FMAX = re.compile(r"^(?:Info|Warning): Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz "
                    r"\((PASS|FAIL) at ([\d.]+) MHz\)", re.M)
 
 

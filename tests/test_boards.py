@@ -72,6 +72,17 @@ Info: Max frequency for clock '$glbnet$pll_clk': 45.33 MHz (FAIL at 50.00 MHz)
 Info: Max frequency for clock '$glbnet$pll_clk': 54.64 MHz (PASS at 50.00 MHz)
 """
 
+# nextpnr-ice40 0.11.1 on the full top level (build/bitstreams/icebreaker): the placer's estimate
+# is an Info line even when it fails; the final report's failing clock is a Warning line
+ICE40_FAIL_LOG = """\
+Info: Max frequency for clock '$PACKER_GND_NET_$glb_clk': 386.25 MHz (PASS at 12.00 MHz)
+Info: Max frequency for clock              'cd_sync.clk': 16.12 MHz (FAIL at 24.00 MHz)
+
+Info: Routing..
+Info: Max frequency for clock '$PACKER_GND_NET_$glb_clk': 256.08 MHz (PASS at 12.00 MHz)
+Warning: Max frequency for clock              'cd_sync.clk': 18.25 MHz (FAIL at 24.00 MHz)
+"""
+
 OVERFLOW_LOG = """\
 Info: Device utilisation:
 Info: \t         ICESTORM_LC:    6120/   5280   115%
@@ -141,6 +152,12 @@ def test_parse_ecp5_log():
     assert (report["luts_used"], report["luts_total"]) == (12298, 83640)
     assert (report["ram_used"], report["ram_total"]) == (57, 208)
     assert (report["dsp_used"], report["dsp_total"]) == (67, 156)
+
+
+def test_parse_takes_the_final_failing_clock_not_the_placer_estimate():
+    log = parse_nextpnr_log(ICE40_FAIL_LOG)
+    assert log.clocks["cd_sync.clk"] == (18.25, 24.0, False)
+    assert log.clocks["$PACKER_GND_NET_$glb_clk"] == (256.08, 12.0, True)
 
 
 def test_timing_failure_is_reported():
