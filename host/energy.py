@@ -99,7 +99,8 @@ FPGA_POWER: dict[str, tuple[Figure, Figure]] = {
     ),
 }
 
-#: Pulses (potentiation + depression) per F write with the shipped agent on Pong, measured with
+#: Pulses (potentiation + depression) per F write with the stage-3 agent (docs/model-card.md) on
+#: Pong, measured with
 #: the golden model over 3 held-out episodes (seeds 50000000-50000002; 23,557 decisions): 79,776,998
 #: potentiation and 79,979,958 depression pulses in 192,978,944 F writes (docs/energy.md). Each
 #: episode alone gives 0.8275 to 0.8283.
