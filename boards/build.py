@@ -34,6 +34,7 @@ from pathlib import Path
 from amaranth._toolchain import tool_env_var
 
 from ..hdl.uart import divisor_for
+from ..model.atomic import atomic_write_bytes
 from ..model.image import ImageError, ParamImage
 from ..spec.device import DeviceModel
 from ..spec.presets import PRESETS, Preset
@@ -292,12 +293,6 @@ def strip_zero_init(text: str) -> str:
     return "".join(out)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _stage(root: Path, name: str, ext: str) -> str:
     """Which tool is running, from the files the build has made so far."""
     if (root / f"{name}.{ext}").exists():
@@ -491,7 +486,7 @@ def build(board: str, *, preset: str | None = None, params: Path | str | None = 
                            "bitstream_bytes": bitstream.stat().st_size,
                            "tools": versions,
                        })
-    _write_atomic(root / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_bytes(root / "report.json", (json.dumps(report, indent=2) + "\n").encode())
     say(f"[{spec.name}] {report['luts_used']:,}/{report['luts_total']:,} {spec.lut_cell}, "
         f"{report['ram_used']}/{report['ram_total']} RAM blocks, "
         f"{report['dsp_used']}/{report['dsp_total']} DSP, fmax {report['fmax_mhz']} MHz "

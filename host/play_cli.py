@@ -14,10 +14,10 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from ..model.atomic import atomic_write_bytes
 from ..spec.env import FRAMESKIP, STICKY, real_time_decisions_per_s
 
 __all__ = ["add_play_commands", "bench_play", "load_agent", "write_json"]
@@ -34,18 +34,7 @@ def write_json(path: str | os.PathLike, record: dict) -> None:
     path = Path(path)
     if not path.parent.exists():
         raise _user_error(f"--json {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(record, out, indent=2)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
 def load_agent(params: Path | None, preset: str | None = None, noise_seed: int | None = None):

@@ -42,12 +42,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...model.atomic import atomic_write_bytes
 from ...spec.device import DeviceModel
 from ...spec.env import FRAMESKIP, STICKY, make_env, make_vector_env
 from ...spec.preprocess import binarize
 from ...spec.presets import ALE_ACTIONS, get_preset
 from .model import MSTPN
-from .runlog import JsonlLog, atomic_write_bytes, draw_curve
+from .runlog import JsonlLog, draw_curve
 from .teacher import SearchTeacher, make_teacher
 
 __all__ = ["TrainConfig", "Trainer", "train", "load_checkpoint"]

@@ -17,9 +17,8 @@ reset comes before this step), ``seed`` (T,) int64 (SET_SEED before this step, o
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from ..spec.device import DeviceModel
 from ..spec.preprocess import pack_bits
 from ..spec.presets import Preset, get_preset
 from ..spec.qformat import DECAY, PLASTICITY, WEIGHT, format_hash
+from .atomic import atomic_write_bytes
 from .golden import COUNTER_NAMES, GoldenModel
 from .image import ParamImage
 
@@ -205,20 +205,6 @@ def replay(vset: VectorSet) -> dict:
     return run(GoldenModel.from_image(vset.image), vset.frames, vset.reset, vset.seed)
 
 
-def _atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_vectors(
     out: Path, preset_name: str, seed: int = 2024, steps: int | None = None,
     only: list[str] | None = None, progress: Callable[[str], None] | None = None,
@@ -238,7 +224,9 @@ def write_vectors(
         folder.mkdir(parents=True, exist_ok=True)
         vset.image.save(folder / "image.img")
         arrays = {"frames": vset.frames, "reset": vset.reset, "seed": vset.seed, **vset.expected}
-        _atomic_write(folder / "vectors.npz", lambda h, a=arrays: np.savez_compressed(h, **a))
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        atomic_write_bytes(folder / "vectors.npz", buffer.getvalue())
         manifest["sets"][name] = {
             "description": vset.description,
             "steps": vset.steps,
@@ -249,7 +237,7 @@ def write_vectors(
             progress(f"  {preset_name}/{name}: {vset.steps} steps ({vset.description})")
     root.mkdir(parents=True, exist_ok=True)
     blob = json.dumps(manifest, indent=2).encode()
-    _atomic_write(root / "manifest.json", lambda h: h.write(blob))
+    atomic_write_bytes(root / "manifest.json", blob)
     return names
 
 
