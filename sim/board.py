@@ -497,12 +497,7 @@ class FakeBoard:
             c["steps"] += 1
             c["macs"] += self.preset.synapses
             c["f_writes"] += self.preset.hidden * self.preset.plastic.inputs
-            out = bytes([action])
-            if p[0] & P.StepFlags.LOGITS:
-                out += b"".join(v.to_bytes(4, "little", signed=True) for v in logits)
-            if p[0] & P.StepFlags.COUNTERS:
-                out += self._counter_bytes()
-            return 0, out
+            return 0, self._step_reply(p[0], action, logits)
         if cmd == C.COUNTERS:
             if n > 1:
                 return E.BAD_LENGTH, b""
@@ -522,6 +517,15 @@ class FakeBoard:
                 self.seed = value
             return 0, b""
         return E.UNKNOWN_COMMAND, b""
+
+    def _step_reply(self, flags: int, action: int, logits) -> bytes:
+        """A STEP reply's payload: the action, then the logits and counters if ``flags`` ask."""
+        out = bytes([action])
+        if flags & P.StepFlags.LOGITS:
+            out += b"".join(int(v).to_bytes(4, "little", signed=True) for v in logits)
+        if flags & P.StepFlags.COUNTERS:
+            out += self._counter_bytes()
+        return out
 
     def _counter_bytes(self) -> bytes:
         return b"".join(self.counters[k].to_bytes(P.COUNTER_BYTES, "little")

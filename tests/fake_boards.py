@@ -60,12 +60,7 @@ class GoldenFakeBoard(FakeBoard):
                 self.counters[name] = int(value[0]) + self._counter_base[name]
             self._sync_state()
             action, logits = self.answer(int(out.action[0]), [int(v) for v in out.logits[0]])
-            reply = bytes([action])
-            if p[0] & P.StepFlags.LOGITS:
-                reply += b"".join(v.to_bytes(4, "little", signed=True) for v in logits)
-            if p[0] & P.StepFlags.COUNTERS:
-                reply += self._counter_bytes()
-            return 0, reply
+            return 0, self._step_reply(p[0], action, logits)
         err, reply = super()._command(cmd, p)
         if err:
             return err, reply
