@@ -43,6 +43,7 @@ class _Rates:
         self.window_s = window_s
         self.times: deque[float] = deque()
         self.latencies: deque[float] = deque()
+        self.last_due = 0.0
 
     def add(self, latency: float) -> None:
         now = time.perf_counter()
@@ -51,6 +52,15 @@ class _Rates:
         while self.times and now - self.times[0] > self.window_s:
             self.times.popleft()
             self.latencies.popleft()
+
+    def due(self, latency: float, period: float) -> bool:
+        """Record one decision; True when ``period`` seconds have passed since the last True."""
+        self.add(latency)
+        now = self.times[-1]
+        if now - self.last_due < period:
+            return False
+        self.last_due = now
+        return True
 
     def rate(self) -> float:
         if len(self.times) < 2:
@@ -94,7 +104,6 @@ class TerminalView:
         self.out = out or sys.stdout
         self.period = 1.0 / fps
         self.rates = _Rates()
-        self.last = 0.0
         self.drawn = False
 
     def _picture(self, raw: np.ndarray) -> list[str]:
@@ -112,11 +121,8 @@ class TerminalView:
         return [border] + ["|" + r + "|" for r in rows] + [border]
 
     def __call__(self, info: StepInfo) -> None:
-        self.rates.add(info.latency_s)
-        now = time.perf_counter()
-        if now - self.last < self.period:
+        if not self.rates.due(info.latency_s, self.period):
             return
-        self.last = now
         text = self._picture(info.raw) + status_lines(info, self.rates, self.backend)
         # home the cursor, draw, clear to the end of each line: no flicker, no scroll-back spam
         self.out.write(("\x1b[H" if self.drawn else "\x1b[2J\x1b[H")
@@ -188,15 +194,11 @@ class WindowView:
         self.backend = backend
         self.period = 1.0 / fps
         self.rates = _Rates()
-        self.last = 0.0
         self.photo = None
 
     def __call__(self, info: StepInfo) -> None:
-        self.rates.add(info.latency_s)
-        now = time.perf_counter()
-        if now - self.last < self.period:
+        if not self.rates.due(info.latency_s, self.period):
             return
-        self.last = now
         frame = info.extra.get("rgb")
         if frame is None:
             frame = np.repeat(info.raw[..., None], 3, axis=-1)
