@@ -173,6 +173,8 @@ def add_train_commands(sub) -> None:
     p.add_argument("--beta", type=float, help="DAgger: initial teacher-driven share (0.5)")
     p.add_argument("--beta-frames", type=int, help="DAgger: frames over which beta decays")
     p.add_argument("--entropy", type=float, help="A2C entropy bonus (default 0.01)")
+    p.add_argument("--critic-warmup", type=int, metavar="FRAMES",
+                   help="A2C: frames during which only the critic learns (default 0)")
     p.add_argument("--checkpoint-every", type=float, help="seconds between checkpoints (180)")
     p.add_argument("--progress-every", type=float, help="seconds between progress lines (15)")
     p.add_argument("--max-episode-steps", type=int, help="cut training episodes (smoke tests)")

@@ -49,6 +49,16 @@ def test_stages_resume_export_eval(tmp_path, capsys) -> None:
     assert main(["train", "--out", str(search), "--stage", "dagger", "--teacher", "search",
                  "--init", str(ram / "latest.pt"), "--frames", str(4 * 200), *SMALL]) == 0
 
+    # --critic-warmup: over the whole budget only the critic head moves; the policy is untouched
+    warm = tmp_path / "a2c-warm"
+    assert main(["train", "--out", str(warm), "--stage", "a2c", "--init",
+                 str(search / "latest.pt"), "--frames", str(4 * 2 * 8 * 4),
+                 "--critic-warmup", str(10**9), *SMALL]) == 0
+    before = load_checkpoint(search / "latest.pt")["model"]
+    after = load_checkpoint(warm / "latest.pt")["model"]
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("critic.") for k in moved), moved
+
     a2c = tmp_path / "a2c"
     assert main(["train", "--out", str(a2c), "--stage", "a2c", "--init",
                  str(search / "latest.pt"), "--frames", str(4 * 2 * 8 * 20), *SMALL]) == 0

@@ -14,7 +14,8 @@ run's checkpoint):
 ``a2c``
     ale-py's native vector env (:func:`mstpn.spec.env.make_vector_env`, the same frames) and
     advantage actor-critic: rollouts of ``seq`` steps, truncated BPTT through the plastic state
-    carried across rollouts, GAE, an entropy bonus. No teacher: the student can pass it.
+    carried across rollouts, GAE, an entropy bonus. No teacher: the student can pass it. With
+    ``--critic-warmup N`` only the critic head learns during the first N frames.
 
 Every stage trains :class:`.model.MSTPN`, the golden model's arithmetic with straight-through
 gradients. Checkpoints (``latest.pt`` every ``--checkpoint-every`` seconds and at the end,
@@ -81,6 +82,7 @@ class TrainConfig:
     gae: float = 0.95
     entropy: float = 0.01
     value_coef: float = 0.5
+    critic_warmup: int = 0
     grad_clip: float = 1.0
     checkpoint_every: float = 180.0
     progress_every: float = 15.0
@@ -498,12 +500,21 @@ class Trainer:
             loss = pg + cfg.value_coef * vl - cfg.entropy * ent_t.mean()
             self.opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if self.counters["frames"] < cfg.critic_warmup:
+                # A critic fresh from DAgger is noise; its advantages would undo the policy
+                # before they mean anything. Only the critic head learns until it has seen
+                # --critic-warmup frames (Adam leaves parameters without a gradient alone).
+                for p in model.parameters():
+                    if all(p is not q for q in model.critic.parameters()):
+                        p.grad = None
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.grad is not None], cfg.grad_clip)
             self.opt.step()
             self.counters["updates"] += 1
             self._loss_sum += loss.item()
             self._loss_n += 1
-            self._tick()
+            warm = " critic warm-up" if self.counters["frames"] < cfg.critic_warmup else ""
+            self._tick(f"entropy {ent_t.mean().item():.2f} value loss {vl.item():.3f}{warm} ")
         self.checkpoint()
 
     def run(self) -> None:
