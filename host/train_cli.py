@@ -164,6 +164,8 @@ def add_train_commands(sub) -> None:
     p.add_argument("--envs", type=int, help="envs side by side (default 8)")
     p.add_argument("--env-threads", type=int, help="ALE threads for a2c (default 1)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--encoder-lr-scale", type=float, metavar="X",
+                   help="the 2-bit encoder weights learn X times faster (default 20; 0 freezes)")
     p.add_argument("--batch", type=int, help="sequences per update (default 16)")
     p.add_argument("--seq", type=int, help="BPTT steps (default 32)")
     p.add_argument("--burn-in", type=int, help="DAgger: steps that rebuild the state (32)")

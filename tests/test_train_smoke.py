@@ -61,8 +61,14 @@ def test_stages_resume_export_eval(tmp_path, capsys) -> None:
 
     a2c = tmp_path / "a2c"
     assert main(["train", "--out", str(a2c), "--stage", "a2c", "--init",
-                 str(search / "latest.pt"), "--frames", str(4 * 2 * 8 * 20), *SMALL]) == 0
+                 str(search / "latest.pt"), "--frames", str(4 * 2 * 8 * 20),
+                 "--encoder-lr-scale", "0", *SMALL]) == 0
     assert _counters(a2c)["updates"] >= 20
+    # --encoder-lr-scale 0 freezes the 2-bit encoder; the plastic layer and the head learn
+    after = load_checkpoint(a2c / "latest.pt")["model"]
+    assert torch.equal(before["enc_w"], after["enc_w"])
+    assert not torch.equal(before["w"], after["w"])
+    assert not torch.equal(before["head_w"], after["head_w"])
 
     image_path = tmp_path / "agent.img"
     assert main(["export", str(a2c / "latest.pt"), "-o", str(image_path)]) == 0

@@ -359,8 +359,13 @@ class MSTPN(nn.Module):
         value = self.critic(h * ACT.scale).squeeze(-1)
         return logits, value, (f_new, h, h, z)
 
-    def param_groups(self, lr: float) -> list[dict]:
-        """Optimiser groups: the 2-bit encoder weights live in code units and learn faster."""
+    def param_groups(self, lr: float, encoder_scale: float = 20.0) -> list[dict]:
+        """Optimiser groups: the 2-bit encoder weights live in code units.
+
+        They learn ``encoder_scale`` times faster than the rest by default. 0 freezes them:
+        under a noisy policy gradient, Adam's unit-size steps walk 204,800 latent 2-bit weights
+        across their rounding thresholds and scramble the features a teacher taught.
+        """
         enc = [self.enc_w]
         rest = [p for n, p in self.named_parameters() if n != "enc_w"]
-        return [{"params": enc, "lr": lr * 20.0}, {"params": rest, "lr": lr}]
+        return [{"params": enc, "lr": lr * encoder_scale}, {"params": rest, "lr": lr}]

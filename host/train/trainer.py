@@ -69,6 +69,7 @@ class TrainConfig:
     envs: int = 8
     env_threads: int = 1
     lr: float = 1e-3
+    encoder_lr_scale: float = 20.0
     batch: int = 16
     seq: int = 32
     burn_in: int = 32
@@ -222,7 +223,7 @@ class Trainer:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.model = MSTPN(self.preset, self.device, seed=cfg.seed)
-        self.opt = torch.optim.Adam(self.model.param_groups(cfg.lr))
+        self.opt = torch.optim.Adam(self.model.param_groups(cfg.lr, cfg.encoder_lr_scale))
         self.counters = {"frames": 0, "steps": 0, "updates": 0, "episodes": 0, "wall_s": 0.0,
                           "labels": 0}
         self.best = -math.inf
