@@ -261,6 +261,12 @@ class Dispatcher(wiring.Component):
             (info.type == C.STEP) & last_valid & (info.seq == last_seq)
             & (info.crc == last_crc)
         )
+        # The checks' verdict is registered (state CHECK) and acted on a cycle later (DECIDE):
+        # the range check's carry chains and priority logic would otherwise run on into the
+        # engine's handshakes and the state flags in the same cycle, the iCEBreaker's critical
+        # path. The frame and ``args`` do not change in between.
+        check_r = Signal(8, reset_less=True)
+        duplicate_r = Signal(reset_less=True)
 
         # --- reply payload bytes --------------------------------------------------------------
         info_rom = Const(int.from_bytes(self.info.pack(), "little"), 8 * P.INFO.size)
@@ -315,14 +321,17 @@ class Dispatcher(wiring.Component):
                     m.d.sync += k.eq(0)
                     m.next = "CHECK"
             with m.State("CHECK"):
+                m.d.sync += [check_r.eq(check), duplicate_r.eq(duplicate)]
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
                 with m.If(info.status != 0):
                     m.d.sync += err.eq(info.status)
                     reply(m, KIND_ERROR, 2, P.ERROR_TYPE)
-                with m.Elif(duplicate):
+                with m.Elif(duplicate_r):
                     m.d.sync += [in_slot.eq(1), plen.eq(step_plen)]
                     m.next = "RESEND"
-                with m.Elif(check != 0):
-                    m.d.sync += err.eq(check)
+                with m.Elif(check_r != 0):
+                    m.d.sync += err.eq(check_r)
                     reply(m, KIND_ERROR, 2, P.ERROR_TYPE)
                 with m.Else():
                     with m.If(info.type == C.STEP):
