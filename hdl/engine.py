@@ -16,7 +16,7 @@ Microarchitecture:
 - h_p (= h_{t-1}) comes from the h memory, which also serves READBACK of ``h``.
 - The parameter port decodes the byte address map of :mod:`mstpn.model.memmap` into (memory,
   word, byte) with shifts and masks only (lane counts are powers of two), one byte per cycle for
-  writes; reads take 5 cycles each.
+  writes; reads take 7 cycles each.
 - RESET_STATE clears F, z and h with a sweep of ``max(plastic depth, 3 * words of z, hidden)``
   cycles and reseeds the LFSRs.
 
@@ -395,20 +395,26 @@ class Engine(wiring.Component):
                          s1_data.eq(pw.payload.data)]
         with m.Elif(pr.valid & pr.ready):
             m.d.sync += [s1_valid.eq(1), s1_read.eq(1), s1_addr.eq(pr.payload), rd_busy.eq(1)]
-        # S2: region decode registered
-        s2_valid, s2_read = Signal(), Signal()
-        s2_addr, s2_data = Signal.like(s1_addr), Signal.like(s1_data)
-        s2_hit = Signal(len(regions))
-        m.d.sync += [s2_valid.eq(s1_valid), s2_read.eq(s1_read), s2_addr.eq(s1_addr),
-                     s2_data.eq(s1_data)]
-        m.d.sync += s2_hit.eq(Cat(*((s1_addr >= r.base) & (s1_addr < r.end) for r in regions)))
+        # S1b: region decode registered
+        s1b_valid, s1b_read = Signal(), Signal()
+        s1b_addr, s1b_data = Signal.like(s1_addr), Signal.like(s1_data)
+        s1b_hit = Signal(len(regions))
+        m.d.sync += [s1b_valid.eq(s1_valid), s1b_read.eq(s1_read), s1b_addr.eq(s1_addr),
+                     s1b_data.eq(s1_data)]
+        m.d.sync += s1b_hit.eq(Cat(*((s1_addr >= r.base) & (s1_addr < r.end) for r in regions)))
         base = Signal(self.addr_bits)
-        with m.Switch(s2_hit):
+        with m.Switch(s1b_hit):
             for k, r in enumerate(regions):
                 with m.Case(1 << k):
                     m.d.comb += base.eq(r.base)
+        # S2: the offset in the region registered (the region's base, the subtraction and the
+        # split into memory, word and byte in one cycle were the iCEBreaker's critical path)
+        s2_valid, s2_read = Signal(), Signal()
+        s2_data = Signal.like(s1_data)
+        s2_hit = Signal(len(regions))
         off = Signal(self.addr_bits)
-        m.d.comb += off.eq(s2_addr - base)
+        m.d.sync += [s2_valid.eq(s1b_valid), s2_read.eq(s1b_read), s2_data.eq(s1b_data),
+                     s2_hit.eq(s1b_hit), off.eq(s1b_addr - base)]
         hit = {r.name: s2_hit[k] for k, r in enumerate(regions)}
         wen = s2_valid & ~s2_read
         p_en = ~busy_pass
@@ -483,30 +489,49 @@ class Engine(wiring.Component):
             s3_ebyte = Signal(range(max(etiles[0].word_bytes, 2)))
             s3_etile = Signal(range(max(enc.tiles, 2)))
             m.d.sync += [s3_ebyte.eq(e_byte), s3_etile.eq(e_tile)]
-        byte = Signal(8)
-        hit3 = {r.name: s3_hit[k] for k, r in enumerate(regions)}
-        with m.If(Cat(*(hit3[n] for n in PLASTIC_FIELDS)).any()):
-            with m.Switch(s3_ptile):
-                for t, tile in enumerate(ptiles):
-                    with m.Case(t):
-                        m.d.comb += byte.eq(tile.p_rdata.word_select(s3_pbyte, 8))
-        with m.Elif(Cat(*(hit3[n] for pair in gain_regions for n in pair[:2])).any()):
-            m.d.comb += byte.eq(np_rd.data.word_select(s3_npbyte, 8))
-        with m.Elif(hit3["head_w"] | hit3["head_bias"]):
-            m.d.comb += byte.eq(head.p_rdata)
-        with m.Elif(hit3["h"]):
-            m.d.comb += byte.eq(h_rd.data)
+        # S4: each memory's byte registered next to it, so that the long route across the die
+        # (a tile's RAM output through the byte and tile multiplexers into param_data, the
+        # ULX3S's critical path) is cut in two; a read takes one cycle more
+        s4_read = Signal()
+        s4_hit = Signal.like(s3_hit)
+        s4_ptile = Signal.like(s3_ptile)
+        pt_byte = [Signal(8, name=f"pt_byte{t}") for t in range(len(ptiles))]
+        np_byte_r, head_byte, h_byte = Signal(8), Signal(8), Signal(8)
+        m.d.sync += [s4_read.eq(s3_read), s4_hit.eq(s3_hit), s4_ptile.eq(s3_ptile),
+                     np_byte_r.eq(np_rd.data.word_select(s3_npbyte, 8)),
+                     head_byte.eq(head.p_rdata), h_byte.eq(h_rd.data)]
+        m.d.sync += [pt_byte[t].eq(tile.p_rdata.word_select(s3_pbyte, 8))
+                     for t, tile in enumerate(ptiles)]
         if enc is not None:
-            with m.If(hit3["enc_w"]):
-                with m.Switch(s3_etile):
-                    for t, tile in enumerate(etiles):
+            s4_etile = Signal.like(s3_etile)
+            et_byte = [Signal(8, name=f"et_byte{t}") for t in range(len(etiles))]
+            m.d.sync += s4_etile.eq(s3_etile)
+            m.d.sync += [et_byte[t].eq(tile.p_rdata.word_select(s3_ebyte, 8))
+                         for t, tile in enumerate(etiles)]
+        byte = Signal(8)
+        hit4 = {r.name: s4_hit[k] for k, r in enumerate(regions)}
+        with m.If(Cat(*(hit4[n] for n in PLASTIC_FIELDS)).any()):
+            with m.Switch(s4_ptile):
+                for t in range(len(ptiles)):
+                    with m.Case(t):
+                        m.d.comb += byte.eq(pt_byte[t])
+        with m.Elif(Cat(*(hit4[n] for pair in gain_regions for n in pair[:2])).any()):
+            m.d.comb += byte.eq(np_byte_r)
+        with m.Elif(hit4["head_w"] | hit4["head_bias"]):
+            m.d.comb += byte.eq(head_byte)
+        with m.Elif(hit4["h"]):
+            m.d.comb += byte.eq(h_byte)
+        if enc is not None:
+            with m.If(hit4["enc_w"]):
+                with m.Switch(s4_etile):
+                    for t in range(len(etiles)):
                         with m.Case(t):
-                            m.d.comb += byte.eq(tile.p_rdata.word_select(s3_ebyte, 8))
-        with m.If(s3_read):
+                            m.d.comb += byte.eq(et_byte[t])
+        with m.If(s4_read):
             m.d.sync += [pd.valid.eq(1), pd.payload.eq(byte)]
         with m.If(pd.valid & pd.ready):
             m.d.sync += [pd.valid.eq(0), rd_busy.eq(0)]
-        param_quiet = ~s1_valid & ~s2_valid & ~s3_read & ~rd_busy
+        param_quiet = ~s1_valid & ~s1b_valid & ~s2_valid & ~s3_read & ~s4_read & ~rd_busy
 
         # --- frame loading
         nbytes = pre.frame.packed_bytes
