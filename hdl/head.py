@@ -6,7 +6,8 @@ last neuron is in, it picks the action: the lowest index among the largest logit
 synchronous RAM of ``actions * hidden`` bytes, c in registers; both are reachable by the engine's
 parameter port.
 
-Cost: one 8x8 multiplier, ``actions`` 32-bit accumulators and bias registers, one RAM block.
+Cost: one 8x8 multiplier, one 32-bit adder for the ``actions`` accumulators (a ring that turns
+once per product), the bias registers, one RAM block.
 Consecutive h beats must be at least ``actions`` cycles apart (the engine checks this at
 elaboration). After the last h: 3 cycles to finish the sums, ``actions - 1`` for the argmax, then
 the result beat.
@@ -122,42 +123,48 @@ class ActorHead(wiring.Component):
         ik = Signal(range(actions))
         iaddr = Signal(range(actions * hidden))
         iact = Signal()
+        # The logits form a ring: every product (and every argmax comparison) is taken at
+        # logits[0] and the ring turns by one, so that one adder and no multiplexer serve
+        # all of them. The products of one h come for k = 0, 1, ... in consecutive cycles
+        # and the argmax turns the ring ``actions`` times, so it is back in place whenever
+        # the result is read.
+        rotate = Signal()
+        addend = Signal(signed(2 * ACT.bits))
         with m.If(self.start):
             m.d.sync += row.eq(0)
             m.d.sync += [logits[k].eq(bias[k]) for k in range(actions)]
+        with m.Elif(rotate):
+            m.d.sync += [logits[k].eq(logits[k + 1]) for k in range(actions - 1)]
+            m.d.sync += logits[-1].eq(logits[0] + addend)
         with m.If(self.h.valid):
             m.d.sync += [hreg.eq(self.h.payload), ik.eq(0), iaddr.eq(row), iact.eq(1),
                          row.eq(row + 1)]
         with m.Elif(iact):
             m.d.sync += [ik.eq(ik + 1), iaddr.eq(iaddr + hidden), iact.eq(ik != actions - 1)]
         m.d.comb += rd.addr.eq(Mux(self.p_en, self.p_addr, iaddr))
-        v1, k1, h1 = Signal(), Signal.like(ik), Signal.like(hreg)
-        m.d.sync += [v1.eq(iact), k1.eq(ik), h1.eq(hreg)]
+        v1, h1 = Signal(), Signal.like(hreg)
+        m.d.sync += [v1.eq(iact), h1.eq(hreg)]
         prod = Signal(signed(2 * ACT.bits))
-        vp, kp = Signal(), Signal.like(ik)
-        m.d.sync += [prod.eq(rd.data.as_signed() * h1), vp.eq(v1), kp.eq(k1)]
+        vp = Signal()
+        m.d.sync += [prod.eq(rd.data.as_signed() * h1), vp.eq(v1)]
+        m.d.comb += addend.eq(Mux(vp, prod, 0))
         with m.If(vp):
-            with m.Switch(kp):
-                for k in range(actions):
-                    with m.Case(k):
-                        m.d.sync += logits[k].eq(logits[k] + prod)
+            m.d.comb += rotate.eq(1)
 
         # --- argmax and the result
         best, best_val = Signal(range(actions)), Signal(signed(LOGIT_BITS))
         ak = Signal(range(actions + 1))
-        cand = Signal(signed(LOGIT_BITS))
-        with m.Switch(ak):
-            for k in range(actions):
-                with m.Case(k):
-                    m.d.comb += cand.eq(logits[k])
+        cand = logits[0]   # logit ``ak`` (the ring has turned ``ak`` times)
         m.d.comb += self.result.payload.action.eq(best)
         m.d.comb += [self.result.payload.logits[k].eq(logits[k]) for k in range(actions)]
         with m.FSM():
             with m.State("ACC"):
                 with m.If((row == hidden) & ~iact & ~v1 & ~vp & ~self.h.valid & ~self.start):
                     m.d.sync += [best.eq(0), best_val.eq(logits[0]), ak.eq(1)]
+                    m.d.comb += rotate.eq(1)
                     m.next = "ARGMAX"
             with m.State("ARGMAX"):
+                m.d.comb += rotate.eq(1)
                 with m.If(cand > best_val):
                     m.d.sync += [best.eq(ak), best_val.eq(cand)]
                 m.d.sync += ak.eq(ak + 1)
