@@ -10,8 +10,8 @@ is reported as one bad frame (or ignored if empty).
 
 Cost (estimated, not yet synthesised): the decoder is about 30 LUTs; the receiver holds one body
 (``MAX_BODY`` bytes: two 4-Kbit EBRs on iCE40) and a parallel CRC-16 (about 40 LUTs); the
-transmitter holds one reply body plus a 64-byte slot for the last STEP reply, and encodes at about
-4 cycles per byte (far faster than the UART's 40 or more).
+transmitter holds one reply body plus a 64-byte slot for the last STEP reply (512 bytes: one EBR),
+and encodes at about 4 cycles per byte (far faster than the UART's 40 or more).
 """
 
 from __future__ import annotations
@@ -23,16 +23,28 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..spec import protocol
+from ..spec.presets import PRESETS
 
 __all__ = [
     "decoded_layout", "frame_info_layout", "send_layout", "CobsDecoder", "FrameReceiver",
     "FrameTransmitter", "TX_DEPTH", "STEP_SLOT", "crc16",
 ]
 
-#: Where the last STEP reply is kept in the TX buffer (after one general reply).
-STEP_SLOT = protocol.MAX_BODY
-#: Bytes of the TX buffer.
-TX_DEPTH = protocol.MAX_BODY + 64
+#: The longest reply body: a READBACK of MAX_CHUNK bytes, the INFO block or the counters
+#: (requests may be longer than replies: a LOAD carries a header besides its chunk).
+MAX_REPLY_BODY = protocol.OVERHEAD_BYTES + max(
+    protocol.MAX_CHUNK, protocol.INFO.size, protocol.counters_bytes(), 2)
+#: Bytes of the TX buffer: one 4-Kbit EBR on iCE40.
+TX_DEPTH = 512
+#: Where the last STEP reply is kept in the TX buffer: its last 64 bytes, after one general
+#: reply.
+STEP_SLOT = TX_DEPTH - 64
+
+# a STEP reply with logits and counters fits its slot, and every other reply the space before it
+assert all(protocol.OVERHEAD_BYTES + protocol.step_reply_bytes(
+    p, protocol.StepFlags.LOGITS | protocol.StepFlags.COUNTERS) <= TX_DEPTH - STEP_SLOT
+           for p in PRESETS.values())
+assert MAX_REPLY_BODY <= STEP_SLOT
 
 
 def crc16():
@@ -200,68 +212,67 @@ class FrameTransmitter(wiring.Component):
         rd = mem.read_port()
         m.d.comb += [wr.addr.eq(self.wr_addr), wr.data.eq(self.wr_data), wr.en.eq(self.wr_en)]
 
-        base = Signal(range(TX_DEPTH))
-        length = Signal(range(TX_DEPTH + 1))
-        pos = Signal(range(TX_DEPTH + 1))
-        cnt = Signal(9)      # scanned bytes of the current block
-        idx = Signal(9)      # emitted bytes of the current block
-        scanning = Signal()
+        # COBS in place, with pointers only: ``blk`` is where the current block starts, ``rp``
+        # the byte read (a scan runs it to the block's end, then the emission from ``blk`` to
+        # ``stop``), and ``code`` counts the block's bytes from 1, so it is the code byte
+        # itself (255: a full block of 254). No ``base + offset`` adders.
+        end = Signal(range(TX_DEPTH + 1))
+        blk = Signal(range(TX_DEPTH + 1))
+        rp = Signal(range(TX_DEPTH + 1))
+        stop = Signal(range(TX_DEPTH + 1))
         final_zero = Signal()
         hit_zero = Signal()
         code = Signal(8)
-        m.d.comb += rd.addr.eq(base + pos + Mux(scanning, cnt, idx))
+        m.d.comb += rd.addr.eq(rp)
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.send.ready.eq(1), self.idle.eq(1)]
                 with m.If(self.send.valid):
-                    m.d.sync += [base.eq(self.send.payload.base),
-                                 length.eq(self.send.payload.length),
-                                 pos.eq(0), final_zero.eq(1)]
+                    m.d.sync += [blk.eq(self.send.payload.base),
+                                 end.eq(self.send.payload.base + self.send.payload.length),
+                                 final_zero.eq(1)]
                     m.next = "TOP"
             with m.State("TOP"):
-                with m.If(pos == length):
+                with m.If(blk == end):
                     with m.If(final_zero):
-                        m.d.sync += code.eq(1)
                         m.next = "LAST_CODE"
                     with m.Else():
                         m.next = "DELIM"
                 with m.Else():
-                    m.d.sync += [cnt.eq(0), scanning.eq(1)]
+                    m.d.sync += [code.eq(1), hit_zero.eq(0), rp.eq(blk)]
                     m.next = "SCAN_ADDR"
             with m.State("SCAN_ADDR"):
-                with m.If(cnt == 254):
-                    m.d.sync += [code.eq(0xFF), hit_zero.eq(0), scanning.eq(0), idx.eq(0)]
-                    m.next = "CODE"
-                with m.Elif(pos + cnt == length):
-                    m.d.sync += [code.eq(cnt + 1), hit_zero.eq(0), scanning.eq(0), idx.eq(0)]
+                with m.If((code == 0xFF) | (rp == end)):
                     m.next = "CODE"
                 with m.Else():
                     m.next = "SCAN_DATA"
             with m.State("SCAN_DATA"):
                 with m.If(rd.data == 0):
-                    m.d.sync += [code.eq(cnt + 1), hit_zero.eq(1), scanning.eq(0), idx.eq(0)]
+                    m.d.sync += hit_zero.eq(1)
                     m.next = "CODE"
                 with m.Else():
-                    m.d.sync += cnt.eq(cnt + 1)
+                    m.d.sync += [code.eq(code + 1), rp.eq(rp + 1)]
                     m.next = "SCAN_ADDR"
             with m.State("CODE"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(code)]
                 with m.If(self.o.ready):
+                    # the next block starts after the zero that ended this one, if any
+                    m.d.sync += [stop.eq(rp), rp.eq(blk), blk.eq(Mux(hit_zero, rp + 1, rp)),
+                                 final_zero.eq(hit_zero)]
                     m.next = "EMIT_ADDR"
             with m.State("EMIT_ADDR"):
-                with m.If(idx == cnt):
-                    m.d.sync += [pos.eq(pos + cnt + hit_zero), final_zero.eq(hit_zero)]
+                with m.If(rp == stop):
                     m.next = "TOP"
                 with m.Else():
                     m.next = "EMIT_DATA"
             with m.State("EMIT_DATA"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(rd.data)]
                 with m.If(self.o.ready):
-                    m.d.sync += idx.eq(idx + 1)
+                    m.d.sync += rp.eq(rp + 1)
                     m.next = "EMIT_ADDR"
             with m.State("LAST_CODE"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(code)]
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(1)]
                 with m.If(self.o.ready):
                     m.next = "DELIM"
             with m.State("DELIM"):
