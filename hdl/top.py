@@ -23,7 +23,7 @@ from ..spec.device import DeviceModel
 from ..spec.presets import Preset, get_preset
 from .dispatcher import Dispatcher, engine_signature
 from .framing import CobsDecoder, FrameReceiver, FrameTransmitter
-from .uart import DIVISOR_BITS, UART, divisor_for
+from .uart import UART, divisor_for
 
 __all__ = ["Top", "ENGINES", "real_engine_available", "make_engine"]
 
@@ -137,7 +137,9 @@ class Top(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.uart = uart = UART(self.fifo_depth)
+        # the divisor is a constant here: the UART's bit timers need only its width
+        divisor_bits = max(self.divisor.bit_length(), 5)
+        m.submodules.uart = uart = UART(self.fifo_depth, divisor_bits=divisor_bits)
         m.submodules.decoder = decoder = CobsDecoder()
         m.submodules.receiver = receiver = FrameReceiver()
         m.submodules.transmitter = transmitter = FrameTransmitter()
@@ -148,7 +150,7 @@ class Top(wiring.Component):
         )
         m.submodules.engine = engine = self.engine
 
-        divisor = Signal(DIVISOR_BITS, init=self.divisor)
+        divisor = Signal(divisor_bits, init=self.divisor)
         m.d.comb += [uart.rx.eq(self.rx), self.tx.eq(uart.tx), uart.divisor.eq(divisor)]
         wiring.connect(m, uart.rx_data, decoder.i)
         wiring.connect(m, decoder.o, receiver.i)

@@ -59,12 +59,20 @@ def divisor_for(clk_hz: int, baud: int) -> int:
     return div
 
 
+def _check_divisor_bits(divisor_bits) -> int:
+    if not isinstance(divisor_bits, int) or not 5 <= divisor_bits <= DIVISOR_BITS:
+        raise ValueError(f"divisor_bits must be an integer from 5 to {DIVISOR_BITS}, "
+                         f"not {divisor_bits!r}")
+    return divisor_bits
+
+
 class _Ticker(wiring.Component):
     """Fractional bit timer: ``tick`` every ``divisor``/16 cycles on average from ``load``."""
 
-    def __init__(self):
+    def __init__(self, divisor_bits: int = DIVISOR_BITS):
+        self.divisor_bits = divisor_bits
         super().__init__({
-            "divisor": In(DIVISOR_BITS),
+            "divisor": In(divisor_bits),
             "load": In(1),
             "half": In(1),   # with load: the first tick after half a period
             "tick": Out(1),
@@ -72,8 +80,9 @@ class _Ticker(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        phase = Signal(DIVISOR_BITS + 1)
-        nxt = Signal(DIVISOR_BITS + 1)
+        # phase < divisor, so phase + 16 fits one bit more than the divisor (divisor_bits >= 5)
+        phase = Signal(self.divisor_bits + 1)
+        nxt = Signal(self.divisor_bits + 1)
         # tick does not depend on load (the users ignore it in the cycle they load)
         m.d.comb += [nxt.eq(phase + 16), self.tick.eq(nxt >= self.divisor)]
         with m.If(self.load):
@@ -96,10 +105,11 @@ class UARTRx(wiring.Component):
     flagged on ``overrun``.
     """
 
-    def __init__(self):
+    def __init__(self, divisor_bits: int = DIVISOR_BITS):
+        self.divisor_bits = _check_divisor_bits(divisor_bits)
         super().__init__({
             "rx": In(1, init=1),
-            "divisor": In(DIVISOR_BITS),
+            "divisor": In(divisor_bits),
             "data": Out(stream.Signature(8)),
             "framing_error": Out(1),
             "overrun": Out(1),
@@ -107,7 +117,7 @@ class UARTRx(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.ticker = ticker = _Ticker()
+        m.submodules.ticker = ticker = _Ticker(self.divisor_bits)
         m.d.comb += ticker.divisor.eq(self.divisor)
         pin = Signal(init=1)
         m.submodules.sync = cdc.FFSynchronizer(self.rx, pin, init=1)
@@ -152,17 +162,18 @@ class UARTRx(wiring.Component):
 class UARTTx(wiring.Component):
     """8N1 transmitter: bytes in, the ``tx`` pin out (idle high)."""
 
-    def __init__(self):
+    def __init__(self, divisor_bits: int = DIVISOR_BITS):
+        self.divisor_bits = _check_divisor_bits(divisor_bits)
         super().__init__({
             "tx": Out(1, init=1),
-            "divisor": In(DIVISOR_BITS),
+            "divisor": In(divisor_bits),
             "data": In(stream.Signature(8)),
             "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.ticker = ticker = _Ticker()
+        m.submodules.ticker = ticker = _Ticker(self.divisor_bits)
         m.d.comb += ticker.divisor.eq(self.divisor)
         shreg = Signal(10, init=0x3FF)
         bits = Signal(range(11))
@@ -185,6 +196,9 @@ class UART(wiring.Component):
     ----------
     fifo_depth : int
         Bytes of each FIFO (at least 2).
+    divisor_bits : int
+        Width of ``divisor`` (5 to :data:`DIVISOR_BITS`). A top level whose divisor is a
+        constant gives its bit length: the bit timers are then no wider than they need be.
 
     Attributes
     ----------
@@ -204,17 +218,18 @@ class UART(wiring.Component):
     Raises
     ------
     ValueError
-        If ``fifo_depth`` is below 2.
+        If ``fifo_depth`` is below 2 or ``divisor_bits`` out of range.
     """
 
-    def __init__(self, fifo_depth: int = 16):
+    def __init__(self, fifo_depth: int = 16, divisor_bits: int = DIVISOR_BITS):
         if not isinstance(fifo_depth, int) or fifo_depth < 2:
             raise ValueError(f"fifo_depth must be an integer of at least 2, not {fifo_depth!r}")
         self.fifo_depth = fifo_depth
+        self.divisor_bits = _check_divisor_bits(divisor_bits)
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
-            "divisor": In(DIVISOR_BITS),
+            "divisor": In(divisor_bits),
             "rx_data": Out(stream.Signature(8)),
             "tx_data": In(stream.Signature(8)),
             "rx_error": Out(1),
@@ -223,8 +238,8 @@ class UART(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.rx = rx = UARTRx()
-        m.submodules.tx = tx = UARTTx()
+        m.submodules.rx = rx = UARTRx(self.divisor_bits)
+        m.submodules.tx = tx = UARTTx(self.divisor_bits)
         m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self.fifo_depth)
         m.submodules.tx_fifo = tx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self.fifo_depth)
         m.d.comb += [

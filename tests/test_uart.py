@@ -23,13 +23,18 @@ def test_divisors_for_the_boards():
         divisor_for(100_000_000, 1200)
     with pytest.raises(ValueError, match="fifo_depth"):
         UART(fifo_depth=1)
+    for bits in (4, 17):
+        with pytest.raises(ValueError, match="divisor_bits"):
+            UART(divisor_bits=bits)
 
 
-@pytest.mark.parametrize("divisor", [MIN_DIVISOR, 133, 200])
-def test_loopback(divisor):
-    """TX into RX through the FIFOs, back to back, at integer and fractional rates."""
+@pytest.mark.parametrize("divisor, bits", [(MIN_DIVISOR, 16), (133, 16), (200, 16),
+                                           (MIN_DIVISOR, 7), (133, 8), (200, 8)])
+def test_loopback(divisor, bits):
+    """TX into RX through the FIFOs, back to back, at integer and fractional rates, with the
+    full divisor width and with the narrowest one the divisor fits (as the top level builds)."""
     m = Module()
-    m.submodules.uart = uart = UART(fifo_depth=8)
+    m.submodules.uart = uart = UART(fifo_depth=8, divisor_bits=bits)
     m.d.comb += [uart.rx.eq(uart.tx), uart.divisor.eq(divisor)]
     data = bytes([0x00, 0xFF, 0x55, 0xAA, 0x01, 0x80, 0x3C, 0x7E, 0x13, 0x37])
     got = []
