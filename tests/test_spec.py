@@ -73,7 +73,7 @@ def test_presets_share_one_network_and_fit_their_boards():
     assert (ice.hidden, ice.features, ice.actions) == (ecp.hidden, ecp.features, ecp.actions)
     assert ice.budget["SPRAM"] <= 4 and ice.budget["EBR"] <= 30
     assert ecp.budget["EBR"] <= 208
-    assert ice.roofline_cycles == 3200 * 64 // 16 + 128 * 64
+    assert ice.roofline_cycles == 3200 * 64 // 8 + 128 * 64
     assert ice.frame.pixels == 3200 and ice.frame.packed_bytes == 400
 
 
