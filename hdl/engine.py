@@ -22,7 +22,7 @@ Microarchitecture:
 
 Cycles per step: ``roofline_cycles`` plus a fixed overhead, paid once per layer and not per row
 (the tile pipeline, the reduction trees and the neuron unit drain once per layer) and once for
-the head: 39 cycles on the iCEBreaker preset (21,031 vs 20,992, ratio 1.002) and 45 on the ULX3S
+the head: 38 cycles on the iCEBreaker preset (33,830 vs 33,792, ratio 1.001) and 45 on the ULX3S
 (3,757 vs 3,712, ratio 1.012), measured by ``mstpn bench engine``. Cost: docs/engine-cost.md.
 """
 

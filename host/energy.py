@@ -72,7 +72,7 @@ PAPER: dict[str, Figure] = {
 #: Cycles per step of the engine, from the frame's last byte to the result, the slowest step
 #: seen: ``mstpn bench engine`` (Verilator, plain device model), recorded in docs/engine.md.
 ENGINE_CYCLES: dict[str, Figure] = {
-    "icebreaker": Figure(21_031, "cycles/step", "measured", "mstpn bench engine (docs/engine.md)"),
+    "icebreaker": Figure(33_830, "cycles/step", "measured", "mstpn bench engine (docs/engine.md)"),
     "ulx3s-85f": Figure(3_757, "cycles/step", "measured", "mstpn bench engine (docs/engine.md)"),
 }
 

@@ -84,10 +84,10 @@ def test_scaling_is_linear_where_it_should_be(preset):
 def test_fpga_model_uses_measured_cycles_and_the_clock():
     ledger = E.ledger(counters_for(ICE, 150), 150, ICE)
     fpga = {x.label: x for x in ledger.models[2].lines}
-    assert fpga["cycles per step"].value == 21_031 and fpga["cycles per step"].kind == "measured"
+    assert fpga["cycles per step"].value == 33_830 and fpga["cycles per step"].kind == "measured"
     assert fpga["clock"].value == 12.0
     static, active = E.FPGA_POWER[ICE.board.device]
-    busy = 150 * 21_031 / 12e6
+    busy = 150 * 33_830 / 12e6
     assert fpga["engine busy"].value == pytest.approx(busy)
     assert ledger.totals_mj()["fpga"] == pytest.approx(
         (active.value * busy + static.value * (10.0 - busy)) * 1e3)

@@ -379,7 +379,7 @@ PRESETS: dict[str, Preset] = {
     # 4 SPRAMs: two for the encoder's 2-bit weights (8 per 16-bit word, 25,600 words: one SPRAM
     # after the other) and two, side by side, for the plastic layer's W, lambda and gamma (24
     # bits, one lane); F sits in 16 EBRs. 8 encoder lanes, not 16: the top level then fits
-    # within 90 % of the logic cells (docs/boards.md), at 33,831 cycles a step (710 steps/s at
+    # within 90 % of the logic cells (docs/boards.md), at 33,830 cycles a step (709 steps/s at
     # 24 MHz, against the link's 60 decisions/s).
     "icebreaker": Preset(
         name="icebreaker",
