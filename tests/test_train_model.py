@@ -70,6 +70,23 @@ def test_gradients_reach_every_parameter() -> None:
         assert p.grad.abs().sum() > 0, name
 
 
+def test_value_trains_only_the_critic_head() -> None:
+    preset = get_preset("icebreaker")
+    model = MSTPN(preset, seed=2)
+    frames = _frames(np.random.default_rng(2), 4, 2, preset.frame.pixels)
+    state = model.initial_state(2)
+    loss = 0.0
+    for t in range(4):
+        _, value, state = model.step(torch.as_tensor(frames[t]), state)
+        loss = loss + value.sum()
+    loss.backward()
+    for name, p in model.named_parameters():
+        if name.startswith("critic."):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None or not p.grad.any(), name
+
+
 @pytest.mark.parametrize("name", ["default", "window+levels"])
 def test_fused_synapse_step_matches_unfused(name: str) -> None:
     """The fused per-synapse step: the same codes, and the same straight-through gradients."""

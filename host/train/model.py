@@ -335,7 +335,7 @@ class MSTPN(nn.Module):
             (batch, actions) actor logits in real units (``V h + c``); their argmax (lowest
             index on ties) is the golden model's action.
         value : torch.Tensor
-            (batch,) critic value.
+            (batch,) critic value (its gradient reaches only the critic head).
         state : State
             The next state.
         """
@@ -356,7 +356,10 @@ class MSTPN(nn.Module):
         h = self._neuron(acc, codes["gain"], codes["bias"], PLASTIC_NORM_SHIFT)
         logits_code = h @ codes["head_w"].T + codes["head_bias"]
         logits = logits_code * FIELDS_BY_NAME["head_bias"].fmt.scale
-        value = self.critic(h * ACT.scale).squeeze(-1)
+        # The critic reads h but does not shape it: fine-tuning a taught policy, the value
+        # loss's gradient through the shared network out-pulled the policy gradient and
+        # unlearned the policy (A2C from the stage-4 agent: greedy -1.6 -> -13 in 1.3M frames).
+        value = self.critic((h * ACT.scale).detach()).squeeze(-1)
         return logits, value, (f_new, h, h, z)
 
     def param_groups(self, lr: float, encoder_scale: float = 20.0) -> list[dict]:
