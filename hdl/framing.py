@@ -8,10 +8,11 @@ The frame format, the CRC and the sizes are :mod:`mstpn.spec.protocol`'s. A 0x00
 always ends a frame, so garbage is resynchronised at the next delimiter: whatever came before it
 is reported as one bad frame (or ignored if empty).
 
-Cost (estimated, not yet synthesised): the decoder is about 30 LUTs; the receiver holds one body
-(``MAX_BODY`` bytes: two 4-Kbit EBRs on iCE40) and a parallel CRC-16 (about 40 LUTs); the
-transmitter holds one reply body plus a 64-byte slot for the last STEP reply (512 bytes: one EBR),
-and encodes at about 4 cycles per byte (far faster than the UART's 40 or more).
+Cost (yosys ``synth_ice40``, iCEBreaker build, docs/boards.md): the decoder 47 LUT4s; the
+receiver 141 LUT4s and a CRC-16 of 36, holding one body (``MAX_BODY`` bytes: two 4-Kbit EBRs);
+the transmitter 153 LUT4s, holding one reply body plus a 64-byte slot for the last STEP reply
+(512 bytes: one EBR), and encoding at about 4 cycles per byte (far faster than the UART's 40
+or more).
 """
 
 from __future__ import annotations
