@@ -86,8 +86,8 @@ FPGA_POWER: dict[str, tuple[Figure, Figure]] = {
                "Lattice iCE40 UltraPlus data sheet (FPGA-DS-02008): typical standby core current "
                "of 75 uA at VCC 1.2 V"),
         Figure(5e-3, "W", "estimate",
-               "the engine's 3,378 of 5,280 LUTs, 4 SPRAM, 24 EBR and 7 DSPs "
-               "(docs/engine-cost.md) at 12 MHz; " + _NOT_RUN),
+               "the engine's 3,378 of 5,280 LUTs (3,010 since its encoder has 8 lanes), "
+               "4 SPRAM, 24 EBR and 7 DSPs (docs/engine-cost.md) at 12 MHz; " + _NOT_RUN),
     ),
     "LFE5U-85F-6BG381C": (
         Figure(0.1, "W", "estimate",
