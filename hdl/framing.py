@@ -28,7 +28,7 @@ from ..spec.presets import PRESETS
 
 __all__ = [
     "decoded_layout", "frame_info_layout", "send_layout", "CobsDecoder", "FrameReceiver",
-    "FrameTransmitter", "TX_DEPTH", "STEP_SLOT", "crc16",
+    "FrameTransmitter", "TX_DEPTH", "STEP_SLOT", "MAX_REPLY_BODY", "crc16",
 ]
 
 #: The longest reply body: a READBACK of MAX_CHUNK bytes, the INFO block or the counters
