@@ -55,31 +55,29 @@ def test_fake_quant_matches_golden(name: str) -> None:
     assert moved > 0, "the plastic state never moved: the test exercises nothing"
 
 
-def test_gradients_reach_every_parameter() -> None:
+def _backward(seed: int, steps: int, of) -> MSTPN:
+    """A fresh student after back-propagating ``of(logits, value)`` summed over ``steps``."""
     preset = get_preset("icebreaker")
-    model = MSTPN(preset, seed=1)
-    frames = _frames(np.random.default_rng(1), 6, 2, preset.frame.pixels)
+    model = MSTPN(preset, seed=seed)
+    frames = _frames(np.random.default_rng(seed), steps, 2, preset.frame.pixels)
     state = model.initial_state(2)
     loss = 0.0
-    for t in range(6):
+    for t in range(steps):
         logits, value, state = model.step(torch.as_tensor(frames[t]), state)
-        loss = loss + logits.sum() + value.sum()
+        loss = loss + of(logits, value)
     loss.backward()
+    return model
+
+
+def test_gradients_reach_every_parameter() -> None:
+    model = _backward(1, 6, lambda logits, value: logits.sum() + value.sum())
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
 
 
 def test_value_trains_only_the_critic_head() -> None:
-    preset = get_preset("icebreaker")
-    model = MSTPN(preset, seed=2)
-    frames = _frames(np.random.default_rng(2), 4, 2, preset.frame.pixels)
-    state = model.initial_state(2)
-    loss = 0.0
-    for t in range(4):
-        _, value, state = model.step(torch.as_tensor(frames[t]), state)
-        loss = loss + value.sum()
-    loss.backward()
+    model = _backward(2, 4, lambda logits, value: value.sum())
     for name, p in model.named_parameters():
         if name.startswith("critic."):
             assert p.grad is not None and p.grad.abs().sum() > 0, name
