@@ -28,13 +28,9 @@ from ..spec.presets import PRESETS
 
 __all__ = [
     "decoded_layout", "frame_info_layout", "send_layout", "CobsDecoder", "FrameReceiver",
-    "FrameTransmitter", "TX_DEPTH", "STEP_SLOT", "MAX_REPLY_BODY", "crc16",
+    "FrameTransmitter", "TX_DEPTH", "STEP_SLOT", "crc16",
 ]
 
-#: The longest reply body: a READBACK of MAX_CHUNK bytes, the INFO block or the counters
-#: (requests may be longer than replies: a LOAD carries a header besides its chunk).
-MAX_REPLY_BODY = protocol.OVERHEAD_BYTES + max(
-    protocol.MAX_CHUNK, protocol.INFO.size, protocol.counters_bytes(), 2)
 #: Bytes of the TX buffer: one 4-Kbit EBR on iCE40.
 TX_DEPTH = 512
 #: Where the last STEP reply is kept in the TX buffer: its last 64 bytes, after one general
@@ -45,7 +41,7 @@ STEP_SLOT = TX_DEPTH - 64
 assert all(protocol.OVERHEAD_BYTES + protocol.step_reply_bytes(
     p, protocol.StepFlags.LOGITS | protocol.StepFlags.COUNTERS) <= TX_DEPTH - STEP_SLOT
            for p in PRESETS.values())
-assert MAX_REPLY_BODY <= STEP_SLOT
+assert protocol.MAX_REPLY_BODY <= STEP_SLOT
 
 
 def crc16():

@@ -138,8 +138,9 @@ class Top(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # the divisor is a constant here: the UART's bit timers need only its width
-        divisor_bits = max(self.divisor.bit_length(), 5)
+        # the divisor is a constant here (at least MIN_DIVISOR, by divisor_for): the UART's bit
+        # timers need only its width
+        divisor_bits = self.divisor.bit_length()
         m.submodules.uart = uart = UART(self.fifo_depth, divisor_bits=divisor_bits)
         m.submodules.decoder = decoder = CobsDecoder()
         m.submodules.receiver = receiver = FrameReceiver()

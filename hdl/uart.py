@@ -27,12 +27,17 @@ from amaranth import Cat, Module, Signal
 from amaranth.lib import cdc, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DIVISOR_BITS", "MIN_DIVISOR", "divisor_for", "UARTRx", "UARTTx", "UART"]
+__all__ = [
+    "DIVISOR_BITS", "MIN_DIVISOR", "MIN_DIVISOR_BITS", "divisor_for", "UARTRx", "UARTTx", "UART",
+]
 
 #: Width of the divisor: 12 integer and 4 fraction bits.
 DIVISOR_BITS = 16
 #: The smallest divisor: 4 cycles per bit.
 MIN_DIVISOR = 4 << 4
+#: The narrowest divisor that holds one: a top level whose divisor is a constant gives its
+#: bit length instead of DIVISOR_BITS.
+MIN_DIVISOR_BITS = MIN_DIVISOR.bit_length()
 
 
 def divisor_for(clk_hz: int, baud: int) -> int:
@@ -60,9 +65,10 @@ def divisor_for(clk_hz: int, baud: int) -> int:
 
 
 def _check_divisor_bits(divisor_bits) -> int:
-    if not isinstance(divisor_bits, int) or not 5 <= divisor_bits <= DIVISOR_BITS:
-        raise ValueError(f"divisor_bits must be an integer from 5 to {DIVISOR_BITS}, "
-                         f"not {divisor_bits!r}")
+    if (not isinstance(divisor_bits, int)
+            or not MIN_DIVISOR_BITS <= divisor_bits <= DIVISOR_BITS):
+        raise ValueError(f"divisor_bits must be an integer from {MIN_DIVISOR_BITS} to "
+                         f"{DIVISOR_BITS}, not {divisor_bits!r}")
     return divisor_bits
 
 
@@ -80,7 +86,7 @@ class _Ticker(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # phase < divisor, so phase + 16 fits one bit more than the divisor (divisor_bits >= 5)
+        # phase < divisor, so phase + 16 fits one bit more than the divisor (divisor >= 16)
         phase = Signal(self.divisor_bits + 1)
         nxt = Signal(self.divisor_bits + 1)
         # tick does not depend on load (the users ignore it in the cycle they load)
@@ -197,8 +203,9 @@ class UART(wiring.Component):
     fifo_depth : int
         Bytes of each FIFO (at least 2).
     divisor_bits : int
-        Width of ``divisor`` (5 to :data:`DIVISOR_BITS`). A top level whose divisor is a
-        constant gives its bit length: the bit timers are then no wider than they need be.
+        Width of ``divisor`` (:data:`MIN_DIVISOR_BITS` to :data:`DIVISOR_BITS`). A top level
+        whose divisor is a constant gives its bit length: the bit timers are then no wider than
+        they need be.
 
     Attributes
     ----------

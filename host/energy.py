@@ -100,13 +100,13 @@ FPGA_POWER: dict[str, tuple[Figure, Figure]] = {
 }
 
 #: Pulses (potentiation + depression) per F write with the stage-3 agent (docs/model-card.md) on
-#: Pong, measured with
-#: the golden model over 3 held-out episodes (seeds 50000000-50000002; 23,557 decisions): 79,776,998
-#: potentiation and 79,979,958 depression pulses in 192,978,944 F writes (docs/energy.md). Each
-#: episode alone gives 0.8275 to 0.8283.
+#: Pong, measured with the golden model over 3 held-out episodes (seeds 50000000-50000002;
+#: 23,557 decisions): 79,776,998 potentiation and 79,979,958 depression pulses in 192,978,944 F
+#: writes (docs/energy.md). Each episode alone gives 0.8275 to 0.8283. Not remeasured for the
+#: later agents.
 TYPICAL_PULSES_PER_F_WRITE = Figure(
     (79_776_998 + 79_979_958) / 192_978_944, "pulses/F write", "measured",
-    "the shipped agent on the golden model, 3 held-out Pong episodes (docs/energy.md)")
+    "the stage-3 agent on the golden model, 3 held-out Pong episodes (docs/energy.md)")
 #: The share of those pulses that potentiate (the rest depress).
 TYPICAL_POTENTIATION_SHARE = Figure(
     79_776_998 / (79_776_998 + 79_979_958), "", "measured", TYPICAL_PULSES_PER_F_WRITE.source)

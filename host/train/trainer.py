@@ -505,8 +505,9 @@ class Trainer:
                 # A critic fresh from DAgger is noise; its advantages would undo the policy
                 # before they mean anything. Only the critic head learns until it has seen
                 # --critic-warmup frames (Adam leaves parameters without a gradient alone).
+                critic = {id(p) for p in model.critic.parameters()}
                 for p in model.parameters():
-                    if all(p is not q for q in model.critic.parameters()):
+                    if id(p) not in critic:
                         p.grad = None
             torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.grad is not None], cfg.grad_clip)

@@ -33,6 +33,7 @@ from .presets import PRESETS, Preset
 __all__ = [
     "VERSION", "Command", "Error", "ERROR_TYPE", "REPLY_FLAG", "StepFlags",
     "HEADER", "HEADER_BYTES", "CRC_BYTES", "OVERHEAD_BYTES", "MAX_PAYLOAD", "MAX_BODY",
+    "MAX_REPLY_BODY",
     "MAX_CHUNK", "MAX_WIRE_BYTES", "CRC_POLY", "CRC_INIT", "CRC_NAME", "PRESET_IDS",
     "preset_id", "preset_from_id", "LOAD_HEADER", "READBACK_REQUEST", "SEED", "COMMIT",
     "COUNTER_NAMES", "COUNTER_BYTES", "INFO", "INFO_FIELDS", "info_offset", "InfoFlags", "Info",
@@ -291,6 +292,10 @@ def wire_bytes_max(body: int) -> int:
 
 #: Bytes on the wire of the largest frame.
 MAX_WIRE_BYTES = wire_bytes_max(MAX_BODY)
+#: The longest reply body: a READBACK of MAX_CHUNK bytes, INFO, the counters or an ERROR (its
+#: code and the request's type). Requests may be longer: a LOAD carries a header besides its
+#: chunk. A STEP reply is sized by :func:`step_reply_bytes`.
+MAX_REPLY_BODY = OVERHEAD_BYTES + max(MAX_CHUNK, INFO.size, counters_bytes(), 2)
 
 assert step_request_bytes(PRESETS["icebreaker"]) <= MAX_PAYLOAD
 assert INFO.size <= MAX_PAYLOAD and LOAD_HEADER.size + MAX_CHUNK <= MAX_PAYLOAD
