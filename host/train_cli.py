@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from .train.teacher import TEACHERS
+
 __all__ = ["add_train_commands"]
 
 
@@ -160,7 +162,8 @@ def add_train_commands(sub) -> None:
     p.add_argument("--frames", type=int, help="emulated-frame budget (default 2,000,000)")
     p.add_argument("--seed", type=int, help="seed (default 0)")
     p.add_argument("--preset", help="preset (default icebreaker; both share one network)")
-    p.add_argument("--teacher", choices=["ram", "search"], help="DAgger teacher (search)")
+    p.add_argument("--teacher", choices=TEACHERS,
+                   help="DAgger teacher: ram, search (the default) or aim (docs/training.md)")
     p.add_argument("--envs", type=int, help="envs side by side (default 8)")
     p.add_argument("--env-threads", type=int, help="ALE threads for a2c (default 1)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")

@@ -48,6 +48,10 @@ def test_stages_resume_export_eval(tmp_path, capsys) -> None:
     search = tmp_path / "dagger-search"
     assert main(["train", "--out", str(search), "--stage", "dagger", "--teacher", "search",
                  "--init", str(ram / "latest.pt"), "--frames", str(4 * 200), *SMALL]) == 0
+    aim = tmp_path / "dagger-aim"
+    assert main(["train", "--out", str(aim), "--stage", "dagger", "--teacher", "aim",
+                 "--init", str(search / "latest.pt"), "--frames", str(4 * 200), *SMALL]) == 0
+    assert _counters(aim)["updates"] > 0
 
     # --critic-warmup: over the whole budget only the critic head moves; the policy is untouched
     warm = tmp_path / "a2c-warm"

@@ -50,7 +50,7 @@ from ...spec.preprocess import binarize
 from ...spec.presets import ALE_ACTIONS, get_preset
 from .model import MSTPN
 from .runlog import JsonlLog, draw_curve
-from .teacher import SearchTeacher, make_teacher
+from .teacher import make_teacher
 
 __all__ = ["TrainConfig", "Trainer", "train", "load_checkpoint"]
 
@@ -401,7 +401,7 @@ class Trainer:
             student = logits.argmax(dim=1).numpy()
             done = np.zeros(n, dtype=bool)
             for i, env in enumerate(envs):
-                if isinstance(teacher, SearchTeacher):
+                if getattr(teacher, "needs_env", False):
                     label = teacher.act(env, i)
                 else:
                     label = teacher.act(env.unwrapped.ale.getRAM(), i)
