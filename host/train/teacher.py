@@ -17,8 +17,8 @@ state, since it exists only while training. Facts used here are in ``/work/share
   along the ball's vertical travel, so the ball meets the paddle's edge), and while the ball
   approaches it picks the aim by simulating the heuristic itself with each of a few aims, from
   the emulator's state *including its random generator* (so the sticky actions to come are
-  known), until one wins the point. Every label is the heuristic's tracking action. About +19.5
-  with sticky actions (8 episodes here) for about 31 emulated frames per decision.
+  known), until one wins the point. Every label is the heuristic's tracking action. +19.6 with
+  sticky actions (8 episodes, docs/training.md) for about 31 emulated frames per decision.
 
 Both label in the agent's action space (0 NOOP, 1 UP, 2 DOWN; :data:`mstpn.spec.presets.ACTIONS`).
 """
