@@ -25,6 +25,8 @@ Both label in the agent's action space (0 NOOP, 1 UP, 2 DOWN; :data:`mstpn.spec.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ...spec.env import FRAMESKIP
@@ -106,6 +108,51 @@ def _ball_returned(ram: np.ndarray, prev_x: float) -> bool:
     return ram[_BALL_X] != 0 and float(ram[_BALL_X]) < prev_x
 
 
+def _play_point(ale, actions, policy: Callable[[int, np.ndarray], int], horizon: int,
+                until_return: bool = False) -> tuple[int, int]:
+    """Play ``policy(step, ram)`` from the emulator's current state until the point is decided.
+
+    Returns the outcome (+1 point won, 0 ball returned or the point lost after a return, -1
+    point lost, -2 undecided within ``horizon`` steps) and the emulated frames spent. With
+    ``until_return`` it stops at the return (a cheap check of a committed plan).
+    """
+    returned = False
+    prev_x = float(ale.getRAM()[_BALL_X])
+    for t in range(horizon):
+        action = policy(t, ale.getRAM())
+        reward = 0
+        for _ in range(FRAMESKIP):
+            reward += ale.act(actions[ALE_ACTIONS[action]])
+        if reward > 0:
+            return 1, (t + 1) * FRAMESKIP
+        if reward < 0:
+            return (0 if returned else -1), (t + 1) * FRAMESKIP
+        ram = ale.getRAM()
+        if not returned and _ball_returned(ram, prev_x):
+            returned = True
+            if until_return:
+                return 0, (t + 1) * FRAMESKIP
+        prev_x = float(ram[_BALL_X])
+    return (0 if returned else -2), horizon * FRAMESKIP
+
+
+def _first_winner(ale, state, candidates, outcome: Callable):
+    """The first candidate whose ``outcome`` (played from ``state``) wins the point, else the
+    first that returns the ball, else None; the emulator is left in ``state``."""
+    fallback = None
+    try:
+        for candidate in candidates:
+            score = outcome(candidate)
+            ale.restoreState(state)
+            if score == 1:
+                return candidate
+            if score == 0 and fallback is None:
+                fallback = candidate
+    finally:
+        ale.restoreState(state)
+    return fallback
+
+
 class SearchTeacher:
     """The heuristic, with a look-ahead search over short plans while the ball approaches.
 
@@ -136,42 +183,17 @@ class SearchTeacher:
         """Play ``plan`` (then NOOPs) from the current state: +1 point won, 0 ball returned (or
         the point lost after a return), -1 point lost, -2 undecided within the horizon. With
         ``until_return`` it stops at the return (a cheap check of a committed plan)."""
-        returned = False
-        prev_x = float(ale.getRAM()[_BALL_X])
-        for t in range(self.horizon):
-            action = plan[t] if t < len(plan) else NOOP
-            reward = 0
-            for _ in range(FRAMESKIP):
-                reward += ale.act(actions[ALE_ACTIONS[action]])
-            self.frames += FRAMESKIP
-            if reward > 0:
-                return 1
-            if reward < 0:
-                return 0 if returned else -1
-            ram = ale.getRAM()
-            if not returned and _ball_returned(ram, prev_x):
-                returned = True
-                if until_return:
-                    return 0
-            prev_x = float(ram[_BALL_X])
-        return 0 if returned else -2
+        outcome, frames = _play_point(
+            ale, actions, lambda t, ram: plan[t] if t < len(plan) else NOOP, self.horizon,
+            until_return)
+        self.frames += frames
+        return outcome
 
     def _search(self, ale, actions, first: int) -> list[int] | None:
         """The first plan that wins the point, else the first that returns the ball."""
-        state = ale.cloneState()
-        fallback = None
-        try:
-            for p in self.PLANS:
-                plan = list(p) if p else [first]
-                score = self._rollout(ale, actions, plan)
-                ale.restoreState(state)
-                if score == 1:
-                    return plan
-                if score == 0 and fallback is None:
-                    fallback = plan
-        finally:
-            ale.restoreState(state)
-        return fallback
+        plans = [list(p) if p else [first] for p in self.PLANS]
+        return _first_winner(ale, ale.cloneState(), plans,
+                             lambda plan: self._rollout(ale, actions, plan))
 
     def act(self, env, key: int = 0) -> int:
         """The teacher's action for a gymnasium ``ALE/Pong-v5`` env (its emulator is used and
@@ -247,38 +269,14 @@ class AimTeacher:
         sim = RamTeacher(self.heuristic.dead_band, self.heuristic.lead, aim)
         if key in self.heuristic._prev:
             sim._prev[0] = self.heuristic._prev[key]
-        returned = False
-        prev_x = float(ale.getRAM()[_BALL_X])
-        for _ in range(self.horizon):
-            action = sim.act(ale.getRAM(), 0)
-            reward = 0
-            for _ in range(FRAMESKIP):
-                reward += ale.act(actions[ALE_ACTIONS[action]])
-            self.frames += FRAMESKIP
-            if reward > 0:
-                return 1
-            if reward < 0:
-                return 0 if returned else -1
-            ram = ale.getRAM()
-            if not returned and _ball_returned(ram, prev_x):
-                returned = True
-            prev_x = float(ram[_BALL_X])
-        return 0 if returned else -2
+        outcome, frames = _play_point(ale, actions, lambda t, ram: sim.act(ram, 0), self.horizon)
+        self.frames += frames
+        return outcome
 
     def _choose(self, ale, actions, key: int) -> float:
-        state = ale.cloneState(include_rng=True)
-        fallback = None
-        try:
-            for aim in self.AIMS:
-                score = self._rollout(ale, actions, aim, key)
-                ale.restoreState(state)
-                if score == 1:
-                    return aim
-                if score == 0 and fallback is None:
-                    fallback = aim
-        finally:
-            ale.restoreState(state)
-        return self.AIMS[0] if fallback is None else fallback
+        aim = _first_winner(ale, ale.cloneState(include_rng=True), self.AIMS,
+                            lambda aim: self._rollout(ale, actions, aim, key))
+        return self.AIMS[0] if aim is None else aim
 
     def act(self, env, key: int = 0) -> int:
         """The teacher's action for a gymnasium ``ALE/Pong-v5`` env (its emulator, random
