@@ -20,7 +20,8 @@ state, since it exists only while training. Facts used here are in ``/work/share
   known), until one wins the point. Every label is the heuristic's tracking action. +19.6 with
   sticky actions (8 episodes, docs/training.md) for about 31 emulated frames per decision.
 
-Both label in the agent's action space (0 NOOP, 1 UP, 2 DOWN; :data:`mstpn.spec.presets.ACTIONS`).
+All three label in the agent's action space (0 NOOP, 1 UP, 2 DOWN;
+:data:`mstpn.spec.presets.ACTIONS`).
 """
 
 from __future__ import annotations
@@ -91,8 +92,7 @@ class RamTeacher:
         """The teacher's action (0 NOOP, 1 UP, 2 DOWN) for the RAM of env ``key``."""
         prev = self._prev.get(key)
         target = self._target(ram, key) - _CENTRE_OFFSET
-        if self.aim and prev is not None and prev[0] != 0 and ram[_BALL_X] != 0 \
-                and float(ram[_BALL_X]) > prev[0]:
+        if self.aim and _approaching(ram, prev):
             target += self.aim * float(np.sign(float(ram[_BALL_Y]) - prev[1]))
         paddle = float(ram[_OUR_PADDLE])
         velocity = 0.0 if prev is None else paddle - prev[2]
@@ -102,6 +102,12 @@ class RamTeacher:
         if settled < target - self.dead_band:
             return DOWN
         return NOOP
+
+
+def _approaching(ram: np.ndarray, prev: tuple[float, float, float] | None) -> bool:
+    """Whether the ball moves toward our paddle (``prev``: the last (x, y, paddle) seen)."""
+    bx = float(ram[_BALL_X])
+    return prev is not None and bx != 0 and prev[0] != 0 and bx > prev[0]
 
 
 def _ball_returned(ram: np.ndarray, prev_x: float) -> bool:
@@ -208,9 +214,7 @@ class SearchTeacher:
         ram = ale.getRAM()
         prev = self.heuristic._prev.get(key)
         first = self.heuristic.act(ram, key)
-        bx = float(ram[_BALL_X])
-        approaching = prev is not None and bx != 0 and prev[0] != 0 and bx > prev[0]
-        if not approaching:
+        if not _approaching(ram, prev):
             self._plan.pop(key, None)
             return first
         plan = self._plan.get(key)
@@ -284,8 +288,7 @@ class AimTeacher:
         ale = env.unwrapped.ale
         ram = ale.getRAM()
         prev = self.heuristic._prev.get(key)
-        bx = float(ram[_BALL_X])
-        if not (prev is not None and bx != 0 and prev[0] != 0 and bx > prev[0]):
+        if not _approaching(ram, prev):
             self._aim.pop(key, None)
             self.heuristic.aim = self.AIMS[0]
         else:
