@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 
 from mstpn.host.train.teacher import (
+    _BALL_X,
+    _BALL_Y,
+    _CENTRE_OFFSET,
+    _OUR_PADDLE,
     DOWN,
     NOOP,
     TEACHERS,
@@ -24,7 +28,7 @@ from mstpn.spec.presets import ALE_ACTIONS
 
 def _ram(ball_x: float, ball_y: float, paddle: float) -> np.ndarray:
     ram = np.zeros(128, dtype=np.uint8)
-    ram[49], ram[54], ram[51] = ball_x, ball_y, paddle
+    ram[_BALL_X], ram[_BALL_Y], ram[_OUR_PADDLE] = ball_x, ball_y, paddle
     return ram
 
 
@@ -32,18 +36,20 @@ def _ram(ball_x: float, ball_y: float, paddle: float) -> np.ndarray:
     (0.0, 1, NOOP), (8.0, 1, DOWN), (8.0, -1, UP), (-8.0, 1, UP), (0.0, -1, NOOP)])
 def test_aim_shifts_the_paddle_along_the_balls_travel(aim, vy, expected) -> None:
     # The ball one step from our column, moving 1 RAM unit a step vertically: it crosses at
-    # y = 100 + vy, so the centred paddle (ram[51] = y - 7) is within the dead-band; an aim of 8
-    # moves the target past it, toward the side the ball travels to.
+    # y = 100 + vy, so the centred paddle is within the dead-band; an aim of 8 moves the target
+    # past it, toward the side the ball travels to.
     teacher = RamTeacher(aim=aim)
-    teacher.act(_ram(186, 100 - vy, 93 + vy), key=3)
-    assert teacher.act(_ram(187, 100, 93 + vy), key=3) == expected
+    centred = 100 + vy - _CENTRE_OFFSET
+    teacher.act(_ram(186, 100 - vy, centred), key=3)
+    assert teacher.act(_ram(187, 100, centred), key=3) == expected
 
 
 def test_aim_is_ignored_while_the_ball_leaves() -> None:
     for aim in (0.0, 20.0):
         teacher = RamTeacher(aim=aim)
-        teacher.act(_ram(120, 100, 105), key=0)
-        assert teacher.act(_ram(119, 101, 105), key=0) == NOOP  # target (101 + 125) / 2 - 7
+        teacher.act(_ram(120, 100, 113 - _CENTRE_OFFSET), key=0)
+        # the leaving ball's target is (101 + 125) / 2, the paddle centred on it
+        assert teacher.act(_ram(119, 101, 113 - _CENTRE_OFFSET), key=0) == NOOP
 
 
 def test_make_teacher_names_the_choices() -> None:

@@ -60,6 +60,8 @@ class RamTeacher:
         vertical travel, so that the ball meets the paddle nearer its edge (0: the centre).
     """
 
+    needs_env = False  # act() takes the RAM only
+
     def __init__(self, dead_band: float = 5.0, lead: float = 1.0, aim: float = 0.0) -> None:
         self.dead_band = dead_band
         self.lead = lead

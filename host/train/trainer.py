@@ -401,7 +401,7 @@ class Trainer:
             student = logits.argmax(dim=1).numpy()
             done = np.zeros(n, dtype=bool)
             for i, env in enumerate(envs):
-                if getattr(teacher, "needs_env", False):
+                if teacher.needs_env:
                     label = teacher.act(env, i)
                 else:
                     label = teacher.act(env.unwrapped.ale.getRAM(), i)
