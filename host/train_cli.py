@@ -72,7 +72,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     fields["device"] = device
     if args.init:
         fields["init"] = str(args.init)
-    cfg = TrainConfig(**fields)
+    try:
+        cfg = TrainConfig(**fields)
+    except ValueError as exc:
+        raise _user_error(str(exc)) from None
     if not args.resume and (Path(args.out) / "latest.pt").exists():
         raise _user_error(
             f"{args.out} already holds a run: continue it with --resume, or choose another --out"
@@ -184,6 +187,10 @@ def add_train_commands(sub) -> None:
     p.add_argument("--progress-every", type=float, help="seconds between progress lines (15)")
     p.add_argument("--max-episode-steps", type=int, help="cut training episodes (smoke tests)")
     p.add_argument("--torch-threads", type=int, help="torch threads (default 1)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="DAgger: N worker processes step the envs and the teacher while the "
+                        "trainer updates (default 0: all in one process; 1 uses a second core). "
+                        "The run is the same either way; give it again with --resume")
     _device_args(p)
     p.set_defaults(func=_cmd_train)
 

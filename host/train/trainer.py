@@ -45,12 +45,12 @@ import torch
 
 from ...model.atomic import atomic_write_bytes
 from ...spec.device import DeviceModel
-from ...spec.env import FRAMESKIP, STICKY, make_env, make_vector_env
+from ...spec.env import FRAMESKIP, STICKY, make_vector_env
 from ...spec.preprocess import binarize
 from ...spec.presets import ALE_ACTIONS, get_preset
+from .collect import CollectorSpec, Segment, make_collectors, split_envs
 from .model import MSTPN
 from .runlog import JsonlLog, draw_curve
-from .teacher import make_teacher
 
 __all__ = ["TrainConfig", "Trainer", "train", "load_checkpoint"]
 
@@ -88,8 +88,15 @@ class TrainConfig:
     checkpoint_every: float = 180.0
     progress_every: float = 15.0
     torch_threads: int = 1
+    #: DAgger: worker processes that step the envs and the teacher (0: the trainer's own).
+    workers: int = 0
     init: str | None = None
     max_episode_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("dagger", "a2c"):
+            raise ValueError(f"unknown stage {self.stage!r}: 'dagger' or 'a2c'")
+        split_envs(self.envs, self.workers)  # raises on a bad count, naming it
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -370,74 +377,76 @@ class Trainer:
         return loss.item()
 
     def run_dagger(self) -> None:
-        """The DAgger stage, until the frame budget."""
+        """The DAgger stage, until the frame budget.
+
+        The collectors (:mod:`.collect`) gather the next chunk of labelled steps while the
+        update runs on what came before.
+        """
         cfg = self.cfg
-        teacher = make_teacher(cfg.teacher)
-        n = cfg.envs
-        envs = [make_env() for _ in range(n)]
+        specs = [
+            CollectorSpec(
+                preset=cfg.preset, device=cfg.device, seed=cfg.seed, teacher=cfg.teacher,
+                env_ids=ids, total_envs=cfg.envs, seed_base=self.env_seed_base,
+                first_episode=self.counters["episodes"],
+                rng_seed=[cfg.seed, k, self.counters["episodes"], self.counters["updates"]],
+                max_episode_steps=cfg.max_episode_steps)
+            for k, ids in enumerate(split_envs(cfg.envs, cfg.workers))
+        ]
+        # Every env steps this often per chunk; a chunk holds about label_steps_per_update labels.
+        steps = max(1, -(-cfg.label_steps_per_update // cfg.envs))
         buffer = EpisodeBuffer(cfg.buffer_steps, self.rng)
-        seeds = self.env_seed_base + self.counters["episodes"] * 7919
-        obs = []
-        for i, env in enumerate(envs):
-            o, _ = env.reset(seed=int(seeds + i))
-            obs.append(o)
-            teacher.reset(i)
-        driver = ["student" if self.rng.random() >= self._beta() else "teacher" for _ in envs]
-        ep_bits: list[list[np.ndarray]] = [[] for _ in envs]
-        ep_labels: list[list[int]] = [[] for _ in envs]
-        ep_score = [0.0] * n
-        state = self.model.initial_state(n)
-        since_update = 0
-        codes = None
-        while self.counters["frames"] < cfg.frames:
-            frames = np.stack(obs)
-            bits = _bits(frames, self.preset)
-            if codes is None:
-                with torch.no_grad():
-                    codes = self.model.codes()
-            with torch.no_grad():
-                logits, _, state = self.model.step(
-                    torch.as_tensor(bits, dtype=torch.float64), state, codes)
-            student = logits.argmax(dim=1).numpy()
-            done = np.zeros(n, dtype=bool)
-            for i, env in enumerate(envs):
-                if teacher.needs_env:
-                    label = teacher.act(env, i)
-                else:
-                    label = teacher.act(env.unwrapped.ale.getRAM(), i)
-                ep_bits[i].append(np.packbits(bits[i]))
-                ep_labels[i].append(label)
-                action = label if driver[i] == "teacher" else int(student[i])
-                o, r, term, trunc, _ = env.step(ALE_ACTIONS[action])
-                ep_score[i] += float(r)
-                obs[i] = o
-                self.counters["steps"] += 1
-                self.counters["labels"] += 1
-                self.counters["frames"] += FRAMESKIP
-                since_update += 1
-                long = cfg.max_episode_steps and len(ep_labels[i]) >= cfg.max_episode_steps
-                if term or trunc or long:
-                    buffer.add(np.array(ep_bits[i]), np.array(ep_labels[i]))
-                    self._episode_done(ep_score[i], len(ep_labels[i]), driver[i])
-                    ep_bits[i], ep_labels[i], ep_score[i] = [], [], 0.0
-                    o, _ = env.reset(seed=int(self.env_seed_base + self.counters["episodes"]
-                                              * 7919 + i))
-                    obs[i] = o
-                    teacher.reset(i)
-                    driver[i] = "student" if self.rng.random() >= self._beta() else "teacher"
-                    done[i] = True
-            state = self.model.reset_state(state, torch.as_tensor(done))
-            total = buffer.steps + sum(len(lab) for lab in ep_labels)
-            if total >= cfg.min_buffer and since_update >= cfg.label_steps_per_update:
-                # Live (unfinished) episodes are replayed too.
-                live = [(np.array(b), np.array(lab))
-                        for b, lab in zip(ep_bits, ep_labels, strict=True) if len(lab) > cfg.seq]
-                self._loss_sum += self._dagger_update(buffer, live)
-                self._loss_n += 1
-                since_update = 0
-                codes = None
-            self._tick(f"beta {self._beta():.2f} buf {total:,} ")
+        live: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(cfg.envs)]
+        collectors = make_collectors(specs, cfg.workers)
+        try:
+            collectors.request(self._student_codes(), self._beta(), steps)
+            while self.counters["frames"] < cfg.frames:
+                for seg in collectors.receive():
+                    self._absorb(seg, live, buffer)
+                updating = self._live_steps(live) + buffer.steps >= cfg.min_buffer
+                if self.counters["frames"] < cfg.frames:
+                    # Asked for before the update: the chunk is collected while it runs.
+                    collectors.request(self._student_codes() if updating else None,
+                                       self._beta(), steps)
+                if updating:
+                    # Live (unfinished) episodes are replayed too.
+                    pool = [self._merge(live, i) for i in range(cfg.envs) if live[i]]
+                    pool = [(p, lab) for p, lab in pool if len(lab) > cfg.seq]
+                    self._loss_sum += self._dagger_update(buffer, pool)
+                    self._loss_n += 1
+                total = buffer.steps + self._live_steps(live)
+                self._tick(f"beta {self._beta():.2f} buf {total:,} ")
+        finally:
+            collectors.close()
         self.checkpoint()
+
+    def _student_codes(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {name: code.detach().clone() for name, code in self.model.codes().items()}
+
+    @staticmethod
+    def _live_steps(live) -> int:
+        return sum(len(lab) for parts in live for _, lab in parts)
+
+    @staticmethod
+    def _merge(live, env: int) -> tuple[np.ndarray, np.ndarray]:
+        """An env's live episode so far as one (packed, labels) pair (kept merged)."""
+        parts = live[env]
+        if len(parts) > 1:
+            parts[:] = [(np.concatenate([p for p, _ in parts]),
+                         np.concatenate([lab for _, lab in parts]))]
+        return parts[0]
+
+    def _absorb(self, seg: Segment, live, buffer: EpisodeBuffer) -> None:
+        """Count a segment's steps; an ended episode goes to the buffer and the log."""
+        n = len(seg.labels)
+        self.counters["steps"] += n
+        self.counters["labels"] += n
+        self.counters["frames"] += FRAMESKIP * n
+        live[seg.env].append((seg.packed, seg.labels))
+        if seg.ended:
+            buffer.add(*self._merge(live, seg.env))
+            live[seg.env] = []
+            self._episode_done(seg.score, seg.steps, seg.driver)
 
     # --- A2C -----------------------------------------------------------------------------------
 
@@ -550,7 +559,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         latest = Path(cfg.out) / "latest.pt"
         if latest.exists():  # the run's own settings; only the frame budget may be extended
             saved = load_checkpoint(latest)["config"]
+            # --workers and --torch-threads say how to run, not what: they come from the call.
             cfg = TrainConfig(**{**saved, "out": cfg.out,
-                                 "frames": max(cfg.frames, saved["frames"])})
+                                 "frames": max(cfg.frames, saved["frames"]),
+                                 "workers": cfg.workers, "torch_threads": cfg.torch_threads})
     Trainer(cfg, resume=resume).run()
     return Path(cfg.out)

@@ -1,0 +1,90 @@
+"""DAgger's collectors: the same run in one process or with worker processes."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mstpn.host.cli import main  # noqa: E402
+from mstpn.host.train.collect import (  # noqa: E402
+    Collector,
+    CollectorSpec,
+    WorkerCollectors,
+    split_envs,
+)
+from mstpn.host.train.runlog import read_log  # noqa: E402
+from mstpn.host.train.trainer import TrainConfig, load_checkpoint  # noqa: E402
+
+SMALL = ["--envs", "2", "--batch", "4", "--seq", "8", "--burn-in", "4",
+         "--label-steps-per-update", "16", "--min-buffer", "64", "--max-episode-steps", "50",
+         "--progress-every", "1", "--checkpoint-every", "60", "--teacher", "ram", "--seed", "3"]
+
+
+def _spec(**kw) -> CollectorSpec:
+    base = dict(preset="icebreaker", device={}, seed=1, teacher="ram", env_ids=[0, 1],
+                total_envs=2, seed_base=10_000, first_episode=0, rng_seed=[1, 0],
+                max_episode_steps=7)
+    return CollectorSpec(**{**base, **kw})
+
+
+def test_split_envs_deals_evenly_and_names_bad_counts() -> None:
+    assert split_envs(5, 0) == [[0, 1, 2, 3, 4]]
+    assert split_envs(5, 2) == [[0, 2, 4], [1, 3]]
+    with pytest.raises(ValueError, match="3 workers for 2 envs"):
+        split_envs(2, 3)
+    with pytest.raises(ValueError, match="workers must be 0"):
+        split_envs(2, -1)
+    with pytest.raises(ValueError, match="3 workers for 2 envs"):
+        TrainConfig(out="x", envs=2, workers=3)
+    assert main(["train", "--out", "unused", "--envs", "2", "--workers", "3"]) == 2
+
+
+def test_collector_segments_follow_episodes() -> None:
+    """Every step comes back once, in order; an episode cut at 7 steps ends its segment."""
+    collector = Collector(_spec())
+    model = collector.model
+    codes = {k: v.detach() for k, v in model.codes().items()}
+    got = {0: [], 1: []}
+    ended = []
+    for _ in range(4):
+        for seg in collector.collect(codes, beta=1.0, steps=3):
+            assert len(seg.packed) == len(seg.labels) > 0
+            got[seg.env].extend(seg.labels.tolist())
+            if seg.ended:
+                ended.append((seg.env, seg.steps, seg.driver))
+    assert len(got[0]) == len(got[1]) == 12
+    # 12 steps per env with episodes cut at 7: one ended episode each, driven by the teacher
+    assert sorted(ended) == [(0, 7, "teacher"), (1, 7, "teacher")]
+    with pytest.raises(RuntimeError, match="no student codes"):
+        Collector(_spec()).collect(None, beta=0.0, steps=1)
+
+
+def test_worker_reports_its_failure() -> None:
+    with pytest.raises(RuntimeError, match="unknown teacher 'nope'"):
+        WorkerCollectors([_spec(teacher="nope")])
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_run(tmp_path) -> None:
+    """--workers 1 (a second process collects while the trainer updates) trains the same weights,
+    bit for bit, as the single-process run, and logs the same episodes."""
+    runs = {}
+    for workers in (0, 1):
+        out = tmp_path / f"w{workers}"
+        assert main(["train", "--out", str(out), "--frames", str(4 * 400), "--workers",
+                     str(workers), *SMALL]) == 0
+        runs[workers] = out
+    a = load_checkpoint(runs[0] / "latest.pt")
+    b = load_checkpoint(runs[1] / "latest.pt")
+    assert a["counters"]["updates"] > 10
+    for key in ("frames", "updates", "episodes", "labels"):
+        assert a["counters"][key] == b["counters"][key]
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+    def episodes(run):
+        return [(r["score"], r["steps"], r["driver"]) for r in read_log(run / "log.jsonl")
+                if r["kind"] == "episode"]
+
+    assert episodes(runs[0]) == episodes(runs[1]) and len(episodes(runs[0])) >= 6
