@@ -20,8 +20,11 @@ from ..spec.device import DeviceModel
 __all__ = ["checkpoint_params", "export_checkpoint"]
 
 
-def checkpoint_params(path: str | Path) -> tuple[dict, dict]:
+def checkpoint_params(path: str | Path, ema: bool = False) -> tuple[dict, dict]:
     """The real-valued image fields of a checkpoint, and its stored config and counters.
+
+    With ``ema``, the fields come from the running average of the parameters that training
+    keeps beside them.
 
     Raises
     ------
@@ -36,8 +39,9 @@ def checkpoint_params(path: str | Path) -> tuple[dict, dict]:
             f"(uv run --extra train ...): {exc}"
         ) from None
     ckpt = load_checkpoint(path)
-    model = model_from_checkpoint(ckpt)
-    info = {"config": ckpt["config"], "counters": ckpt["counters"], "best": ckpt.get("best")}
+    model = model_from_checkpoint(ckpt, ema=ema)
+    info = {"config": ckpt["config"], "counters": ckpt["counters"], "best": ckpt.get("best"),
+            "ema": ema}
     return model.real_params(), info
 
 
@@ -48,6 +52,7 @@ def export_checkpoint(
     spread_seed: int = 0,
     noise_seed: int = 1,
     device: DeviceModel | None = None,
+    ema: bool = False,
 ) -> ParamImage:
     """Quantise a checkpoint's student into an image and save it (atomically) at ``out``.
 
@@ -63,6 +68,8 @@ def export_checkpoint(
         The LFSR seed stored in the image.
     device : DeviceModel, optional
         Override the device options the student was trained with.
+    ema : bool
+        Export the running average of the parameters instead of the latest ones.
 
     Returns
     -------
@@ -70,7 +77,7 @@ def export_checkpoint(
         The saved image.
     """
     checkpoint = Path(checkpoint)
-    params, info = checkpoint_params(checkpoint)
+    params, info = checkpoint_params(checkpoint, ema=ema)
     cfg = info["config"]
     device = device or DeviceModel.from_dict(cfg["device"])
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
@@ -78,6 +85,7 @@ def export_checkpoint(
         "description": "m-STPN Pong agent trained by mstpn train",
         "checkpoint": checkpoint.name,
         "checkpoint_sha256": digest,
+        "weights": "running average" if ema else "latest",
         "stage": cfg["stage"],
         "teacher": cfg.get("teacher"),
         "train_seed": cfg["seed"],

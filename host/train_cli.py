@@ -94,7 +94,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise _user_error(f"{args.checkpoint}: no such checkpoint")
     try:
         image = export_checkpoint(args.checkpoint, args.output, spread_sigma=args.spread,
-                                  spread_seed=args.spread_seed, noise_seed=args.noise_seed)
+                                  spread_seed=args.spread_seed, noise_seed=args.noise_seed,
+                                  ema=args.ema)
     except ImportError as exc:
         raise _user_error(str(exc)) from None
     except ValueError as exc:
@@ -200,6 +201,9 @@ def add_train_commands(sub) -> None:
     p.add_argument("--spread", type=float, help="device-to-device spread sigma (relative)")
     p.add_argument("--spread-seed", type=int, default=0, help="seed of the spread (default 0)")
     p.add_argument("--noise-seed", type=int, default=1, help="LFSR seed stored in the image")
+    p.add_argument("--ema", action="store_true",
+                   help="export the running average of the parameters that training keeps "
+                        "(docs/training.md) instead of the latest ones")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("eval", help="evaluate an agent on the golden model")

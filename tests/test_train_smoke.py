@@ -108,3 +108,34 @@ def test_export_matches_student(tmp_path) -> None:
             out = golden.step(bits)
             np.testing.assert_array_equal(logits.argmax(1).numpy(), out.action)
             np.testing.assert_array_equal(state[1].numpy().astype(np.int64), out.h)
+
+
+def test_running_average_rides_along_and_exports(tmp_path) -> None:
+    """The averaged parameters follow each update by 1 - EMA_DECAY, are saved, survive a resume
+    and export on request; a checkpoint without them says so."""
+    from mstpn.host.train.trainer import EMA_DECAY, TrainConfig, Trainer
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), seed=4)
+    trainer = Trainer(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    for p in trainer.model.parameters():
+        p.grad = torch.ones_like(p)
+    trainer._step()
+    for name, param in trainer.model.named_parameters():
+        expected = EMA_DECAY * before[name] + (1 - EMA_DECAY) * param.detach()
+        torch.testing.assert_close(trainer.ema[name], expected, rtol=0, atol=1e-12)
+        assert not torch.equal(param.detach(), before[name]) or name.startswith("critic")
+    trainer.save()
+    resumed = Trainer(cfg, resume=True)
+    for name, value in trainer.ema.items():
+        torch.testing.assert_close(resumed.ema[name], value.float().double(), rtol=0, atol=0)
+
+    latest = export_checkpoint(tmp_path / "run" / "latest.pt", tmp_path / "latest.img")
+    averaged = export_checkpoint(tmp_path / "run" / "latest.pt", tmp_path / "ema.img", ema=True)
+    assert averaged.meta["weights"] == "running average" and latest.meta["weights"] == "latest"
+    assert not np.array_equal(averaged.arrays["w"], latest.arrays["w"])
+
+    ckpt = torch.load(tmp_path / "run" / "latest.pt", weights_only=False)
+    ckpt["ema"] = None
+    torch.save(ckpt, tmp_path / "old.pt")
+    assert main(["export", str(tmp_path / "old.pt"), "-o", str(tmp_path / "x.img"), "--ema"]) == 2

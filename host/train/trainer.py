@@ -52,7 +52,8 @@ from .collect import CollectorSpec, Segment, make_collectors, split_envs
 from .model import MSTPN
 from .runlog import JsonlLog, draw_curve
 
-__all__ = ["TrainConfig", "Trainer", "train", "load_checkpoint"]
+__all__ = ["TrainConfig", "Trainer", "train", "load_checkpoint", "model_from_checkpoint",
+           "EMA_DECAY"]
 
 
 @dataclass
@@ -97,6 +98,12 @@ class TrainConfig:
         if self.stage not in ("dagger", "a2c"):
             raise ValueError(f"unknown stage {self.stage!r}: 'dagger' or 'a2c'")
         split_envs(self.envs, self.workers)  # raises on a bad count, naming it
+
+
+#: Per update, the averaged parameters (``--ema`` of ``mstpn export``) keep this much of their
+#: old value: a time constant of 1,000 updates, a few minutes of DAgger. The average only rides
+#: along; training uses the latest parameters.
+EMA_DECAY = 0.999
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -144,14 +151,23 @@ def load_checkpoint(path: str | Path) -> dict:
     ckpt["model"] = _widen(ckpt["model"])
     if ckpt.get("optimizer") is not None:
         ckpt["optimizer"] = _widen(ckpt["optimizer"])
+    if ckpt.get("ema") is not None:
+        ckpt["ema"] = _widen(ckpt["ema"])
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict) -> MSTPN:
-    """The student of a checkpoint."""
+def model_from_checkpoint(ckpt: dict, ema: bool = False) -> MSTPN:
+    """The student of a checkpoint; with ``ema``, its parameters' running average
+    (:data:`EMA_DECAY`)."""
     cfg = ckpt["config"]
     model = MSTPN(get_preset(cfg["preset"]), DeviceModel.from_dict(cfg["device"]), cfg["seed"])
     model.load_state_dict(ckpt["model"])
+    if ema:
+        if ckpt.get("ema") is None:
+            raise ValueError("this checkpoint holds no averaged parameters (it predates them)")
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(ckpt["ema"][name])
     return model
 
 
@@ -238,6 +254,7 @@ class Trainer:
         self.env_seed_base = 10_000 * (cfg.seed + 1)
         self.resumed = False
         latest = self.dir / "latest.pt"
+        saved_ema = None
         if resume:
             if not latest.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint {latest}")
@@ -248,10 +265,14 @@ class Trainer:
             self.best = ckpt.get("best", -math.inf)
             self.scores.extend(ckpt.get("scores", []))
             _set_rng_state(ckpt["rng"])
+            saved_ema = ckpt.get("ema")
             self.resumed = True
         elif cfg.init:
             init = load_checkpoint(cfg.init)
             self.model.load_state_dict(init["model"])
+        # A checkpoint from before the average starts it from its parameters.
+        self.ema = {name: (saved_ema[name].clone() if saved_ema else param.detach().clone())
+                    for name, param in self.model.named_parameters()}
         self.rng = np.random.default_rng(
             [cfg.seed, self.counters["updates"], self.counters["episodes"]])
         self.log = JsonlLog(self.dir / "log.jsonl")
@@ -276,6 +297,7 @@ class Trainer:
             "config": dataclasses.asdict(self.cfg),
             "model": _shrink(self.model.state_dict()),
             "optimizer": _shrink(self.opt.state_dict()) if optimizer else None,
+            "ema": _shrink(self.ema),
             "counters": dict(self.counters),
             "best": self.best,
             "scores": list(self.scores),
@@ -285,6 +307,14 @@ class Trainer:
         buf = io.BytesIO()
         torch.save(ckpt, buf)
         atomic_write_bytes(self.dir / name, buf.getvalue())
+
+    def _step(self) -> None:
+        """The optimiser's step, then the running average's."""
+        self.opt.step()
+        self.counters["updates"] += 1
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                self.ema[name].lerp_(param, 1.0 - EMA_DECAY)
 
     def _episode_done(self, score: float, steps: int, driver: str) -> None:
         self.counters["episodes"] += 1
@@ -372,8 +402,7 @@ class Trainer:
         self.opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        self.opt.step()
-        self.counters["updates"] += 1
+        self._step()
         return loss.item()
 
     def run_dagger(self) -> None:
@@ -520,8 +549,7 @@ class Trainer:
                         p.grad = None
             torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.grad is not None], cfg.grad_clip)
-            self.opt.step()
-            self.counters["updates"] += 1
+            self._step()
             self._loss_sum += loss.item()
             self._loss_n += 1
             warm = " critic warm-up" if self.counters["frames"] < cfg.critic_warmup else ""
