@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -88,3 +89,29 @@ def test_workers_give_the_same_run(tmp_path) -> None:
                 if r["kind"] == "episode"]
 
     assert episodes(runs[0]) == episodes(runs[1]) and len(episodes(runs[0])) >= 6
+
+
+@pytest.mark.slow
+def test_resume_restores_the_replay_buffer(tmp_path, capsys) -> None:
+    """A checkpoint names its buffer file; --resume refills the buffer from it (finished and
+    unfinished episodes), and a damaged file leaves the buffer empty with a message."""
+    from mstpn.host.train.trainer import EpisodeBuffer
+
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--frames", str(4 * 300), *SMALL]) == 0
+    ckpt = load_checkpoint(out / "latest.pt")
+    files = sorted(p.name for p in out.glob("buffer-*.npz"))
+    assert files == [ckpt["buffer"]] == [f"buffer-{ckpt['counters']['updates']}.npz"]
+    buffer = EpisodeBuffer(10**6, np.random.default_rng(0))
+    # every labelled step so far, finished episodes and unfinished ones alike
+    assert buffer.add_bytes((out / files[0]).read_bytes()) == ckpt["counters"]["labels"]
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--frames", str(4 * 400)]) == 0
+    restored = f"replay buffer restored, {ckpt['counters']['labels']:,} steps"
+    assert restored in capsys.readouterr().out
+    second = load_checkpoint(out / "latest.pt")
+    assert [p.name for p in out.glob("buffer-*.npz")] == [second["buffer"]] != files
+
+    (out / second["buffer"]).write_bytes(b"not a buffer")
+    assert main(["train", "--out", str(out), "--resume", "--frames", str(4 * 450)]) == 0
+    assert "the replay buffer starts empty" in capsys.readouterr().err

@@ -21,7 +21,9 @@ Every stage trains :class:`.model.MSTPN`, the golden model's arithmetic with str
 gradients. Checkpoints (``latest.pt`` every ``--checkpoint-every`` seconds and at the end,
 ``best.pt`` whenever the rolling mean score of the student's last 20 episodes improves) are
 written atomically; ``--resume`` continues a killed run from ``latest.pt`` (parameters, optimiser,
-counters, wall time and random states; the replay buffer and the envs start afresh). A JSONL log
+counters, wall time and random states; DAgger's replay buffer comes back from the
+``buffer-N.npz`` file the checkpoint names, with the unfinished episodes as they were; the envs
+start afresh). A JSONL log
 (``log.jsonl``) and a learning curve (``curve.png``) are written beside them.
 """
 
@@ -194,6 +196,43 @@ class EpisodeBuffer:
             old = self.episodes.popleft()
             self.steps -= len(old[1])
 
+    def to_bytes(self, extra=()) -> bytes:
+        """The buffer as the bytes of an ``.npz`` file, with ``extra`` (packed, labels) episodes
+        (unfinished ones, which are kept as they are) after its own."""
+        episodes = [e for e in (*self.episodes, *extra) if len(e[1])]
+        out = io.BytesIO()
+        np.savez(
+            out,
+            packed=(np.concatenate([p for p, _ in episodes]) if episodes
+                    else np.zeros((0, 0), dtype=np.uint8)),
+            labels=(np.concatenate([lab for _, lab in episodes]) if episodes
+                    else np.zeros(0, dtype=np.int64)),
+            lengths=np.array([len(lab) for _, lab in episodes], dtype=np.int64),
+        )
+        return out.getvalue()
+
+    def add_bytes(self, data: bytes) -> int:
+        """Add the episodes of :meth:`to_bytes`'s output; return the steps added.
+
+        Raises
+        ------
+        ValueError
+            If the data is not such a file or its arrays disagree.
+        """
+        try:
+            with np.load(io.BytesIO(data)) as npz:
+                packed, labels, lengths = npz["packed"], npz["labels"], npz["lengths"]
+        except (OSError, KeyError, ValueError, EOFError) as exc:
+            raise ValueError(f"not a replay buffer file: {exc}") from None
+        if (lengths.ndim != 1 or (lengths < 0).any() or int(lengths.sum()) != len(labels)
+                or len(packed) != len(labels)):
+            raise ValueError("a replay buffer file whose episode lengths disagree with its steps")
+        start = 0
+        for n in lengths.tolist():
+            self.add(packed[start:start + n], labels[start:start + n])
+            start += n
+        return int(lengths.sum())
+
     def sample(self, batch: int, burn_in: int, seq: int, pixels: int, live=()):
         """Windows for one update: bits (W, B, pixels), labels (W, B), reset (W, B), valid (W, B).
 
@@ -255,6 +294,10 @@ class Trainer:
         self.resumed = False
         latest = self.dir / "latest.pt"
         saved_ema = None
+        # DAgger's replay buffer and unfinished episodes, saved beside the checkpoint.
+        self._buffer: EpisodeBuffer | None = None
+        self._live: list | None = None
+        self._buffer_file: str | None = None
         if resume:
             if not latest.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint {latest}")
@@ -266,6 +309,7 @@ class Trainer:
             self.scores.extend(ckpt.get("scores", []))
             _set_rng_state(ckpt["rng"])
             saved_ema = ckpt.get("ema")
+            self._buffer_file = ckpt.get("buffer")
             self.resumed = True
         elif cfg.init:
             init = load_checkpoint(cfg.init)
@@ -298,6 +342,7 @@ class Trainer:
             "model": _shrink(self.model.state_dict()),
             "optimizer": _shrink(self.opt.state_dict()) if optimizer else None,
             "ema": _shrink(self.ema),
+            "buffer": self._buffer_file if optimizer else None,
             "counters": dict(self.counters),
             "best": self.best,
             "scores": list(self.scores),
@@ -360,8 +405,18 @@ class Trainer:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Save ``latest.pt`` and redraw the curve."""
+        """Save the replay buffer (DAgger), then ``latest.pt``, and redraw the curve."""
+        if self._buffer is not None:
+            # A new file, named by the update count, then the checkpoint that names it: a kill
+            # between the two leaves the last checkpoint and its buffer file as they were.
+            name = f"buffer-{self.counters['updates']}.npz"
+            extra = [self._merge(self._live, i) for i in range(len(self._live)) if self._live[i]]
+            atomic_write_bytes(self.dir / name, self._buffer.to_bytes(extra))
+            self._buffer_file = name
         self.save()
+        for old in self.dir.glob("buffer-*.npz"):
+            if old.name != self._buffer_file:
+                old.unlink(missing_ok=True)
         draw_curve(self.dir / "log.jsonl", self.dir / "curve.png",
                    title=f"m-STPN Pong, {self.dir.name}")
         self._last_ckpt = time.monotonic()
@@ -425,6 +480,8 @@ class Trainer:
         steps = max(1, -(-cfg.label_steps_per_update // cfg.envs))
         buffer = EpisodeBuffer(cfg.buffer_steps, self.rng)
         live: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(cfg.envs)]
+        self._restore_buffer(buffer)
+        self._buffer, self._live = buffer, live
         collectors = make_collectors(specs, cfg.workers)
         try:
             collectors.request(self._student_codes(), self._beta(), steps)
@@ -447,6 +504,19 @@ class Trainer:
         finally:
             collectors.close()
         self.checkpoint()
+
+    def _restore_buffer(self, buffer: EpisodeBuffer) -> None:
+        """Refill the buffer from the file the resumed checkpoint names, if it is there."""
+        if not self._buffer_file:
+            return
+        path = self.dir / self._buffer_file
+        try:
+            steps = buffer.add_bytes(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            print(f"mstpn train: the replay buffer starts empty: {path}: {exc}", file=sys.stderr,
+                  flush=True)
+            return
+        print(f"mstpn train: replay buffer restored, {steps:,} steps ({path.name})", flush=True)
 
     def _student_codes(self) -> dict[str, torch.Tensor]:
         with torch.no_grad():
