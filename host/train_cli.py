@@ -177,7 +177,8 @@ def add_train_commands(sub) -> None:
     p.add_argument("--seq", type=int, help="BPTT steps (default 32)")
     p.add_argument("--burn-in", type=int, help="DAgger: steps that rebuild the state (32)")
     p.add_argument("--label-steps-per-update", type=int,
-                   help="DAgger: new labels per update (default 32)")
+                   help="DAgger: new labels per update, rounded up to a whole step of every "
+                        "env (default 32)")
     p.add_argument("--min-buffer", type=int, help="DAgger: labels before the first update")
     p.add_argument("--beta", type=float, help="DAgger: initial teacher-driven share (0.5)")
     p.add_argument("--beta-frames", type=int, help="DAgger: frames over which beta decays")
