@@ -115,3 +115,53 @@ def test_resume_restores_the_replay_buffer(tmp_path, capsys) -> None:
     (out / second["buffer"]).write_bytes(b"not a buffer")
     assert main(["train", "--out", str(out), "--resume", "--frames", str(4 * 450)]) == 0
     assert "the replay buffer starts empty" in capsys.readouterr().err
+
+
+def test_updates_wait_for_a_window_that_fits(tmp_path) -> None:
+    """--min-buffer below envs x seq: no update until some episode holds a whole window (this
+    used to sample from an empty pool and crash)."""
+    from mstpn.host.train.trainer import EpisodeBuffer
+
+    with pytest.raises(ValueError, match="nothing to sample"):
+        EpisodeBuffer(100, np.random.default_rng(0)).sample(2, 4, 8, 3200)
+    assert main(["train", "--out", str(tmp_path / "run"), "--teacher", "ram", "--envs", "2",
+                 "--seq", "32", "--burn-in", "4", "--batch", "2", "--min-buffer", "16",
+                 "--frames", str(4 * 2 * 40), "--progress-every", "60"]) == 0
+    counters = load_checkpoint(tmp_path / "run" / "latest.pt")["counters"]
+    # chunks of 16 steps per env until the budget of 80 steps is passed: 3 chunks; a window of
+    # 32 first fits in an episode of 48 steps, after the third
+    assert counters["steps"] == 3 * 16 * 2 and counters["updates"] == 1
+
+
+@pytest.mark.slow
+def test_two_sigterms_still_save(tmp_path) -> None:
+    """`timeout` and `pkill -f` each send a SIGTERM: with a worker process running, the trainer
+    still stops its worker and saves the checkpoint and the buffer."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mstpn.host.cli", "train", "--out", str(out), "--workers", "1",
+         "--frames", "10000000", *SMALL],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # the first progress line: the loop and the worker run
+            if line.startswith("[dagger]"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        seen = []
+        for line in proc.stderr:  # the second arrives while the checkpoint is being written
+            seen.append(line)
+            if line.startswith("interrupted: saving"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, err = proc.communicate(timeout=120)
+        err = "".join(seen) + err
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: saving the checkpoint" in err
+    ckpt = load_checkpoint(out / "latest.pt")
+    assert ckpt["counters"]["frames"] > 0 and (out / ckpt["buffer"]).exists()

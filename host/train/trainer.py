@@ -240,6 +240,9 @@ class EpisodeBuffer:
         steps before it rebuild the plastic state (from zero at the episode's start).
         """
         pool = list(self.episodes) + list(live)
+        if not pool:
+            raise ValueError("nothing to sample: the buffer is empty and no live episode is "
+                             "long enough")
         lengths = np.array([len(e[1]) for e in pool], dtype=np.float64)
         probs = lengths / lengths.sum()
         width = burn_in + seq
@@ -485,20 +488,23 @@ class Trainer:
         collectors = make_collectors(specs, cfg.workers)
         try:
             collectors.request(self._student_codes(), self._beta(), steps)
+            updated = False  # since the collectors last had the student's codes
             while self.counters["frames"] < cfg.frames:
                 for seg in collectors.receive():
                     self._absorb(seg, live, buffer)
-                updating = self._live_steps(live) + buffer.steps >= cfg.min_buffer
                 if self.counters["frames"] < cfg.frames:
                     # Asked for before the update: the chunk is collected while it runs.
-                    collectors.request(self._student_codes() if updating else None,
+                    collectors.request(self._student_codes() if updated else None,
                                        self._beta(), steps)
-                if updating:
-                    # Live (unfinished) episodes are replayed too.
-                    pool = [self._merge(live, i) for i in range(cfg.envs) if live[i]]
-                    pool = [(p, lab) for p, lab in pool if len(lab) > cfg.seq]
+                    updated = False
+                # Live (unfinished) episodes are replayed too, once a window fits in them.
+                pool = [self._merge(live, i) for i in range(cfg.envs) if live[i]]
+                pool = [(p, lab) for p, lab in pool if len(lab) > cfg.seq]
+                enough = self._live_steps(live) + buffer.steps >= cfg.min_buffer
+                if enough and (buffer.episodes or pool):
                     self._loss_sum += self._dagger_update(buffer, pool)
                     self._loss_n += 1
+                    updated = True
                 total = buffer.steps + self._live_steps(live)
                 self._tick(f"beta {self._beta():.2f} buf {total:,} ")
         finally:
@@ -632,9 +638,13 @@ class Trainer:
         print(f"mstpn train: stage {self.cfg.stage}, run {self.dir}, {how}"
               f", budget {self.cfg.frames:,} frames, device {self.device.describe()}", flush=True)
         def stop(signum, frame):  # SIGTERM (kill) saves a checkpoint, as Ctrl-C does
+            for sig in handlers:
+                signal.signal(sig, signal.SIG_IGN)
             raise KeyboardInterrupt
 
+        handlers = {}
         if threading.current_thread() is threading.main_thread():
+            handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
             signal.signal(signal.SIGTERM, stop)
         try:
             if self.cfg.stage == "dagger":
@@ -644,10 +654,16 @@ class Trainer:
             else:
                 raise ValueError(f"unknown stage {self.cfg.stage!r}: 'dagger' or 'a2c'")
         except KeyboardInterrupt:
+            # `timeout` and `pkill -f` can each send a SIGTERM, a user a second Ctrl-C: none
+            # may cut the save short.
+            for sig in handlers:
+                signal.signal(sig, signal.SIG_IGN)
             print("interrupted: saving the checkpoint", file=sys.stderr, flush=True)
             self.checkpoint()
             raise
         finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
             self.log.close()
 
 
