@@ -4,7 +4,9 @@ Stages (each is one ``mstpn train --stage ...`` run; ``--init`` starts a stage f
 run's checkpoint):
 
 ``dagger``
-    Several single ``ALE/Pong-v5`` envs (:func:`mstpn.spec.env.make_env`) run side by side. Each
+    Several single ``ALE/Pong-v5`` envs (:func:`mstpn.spec.env.make_env`) run side by side, in
+    the trainer's process or in ``--workers`` processes that collect while it updates
+    (:mod:`.collect`). Each
     episode is driven either by the teacher (probability beta, decaying) or by the student acting
     greedily in the fixed-point arithmetic (its argmax is the golden model's action). The teacher
     (:mod:`.teacher`) labels every step of both kinds, so the student learns the teacher's action
@@ -22,9 +24,9 @@ gradients. Checkpoints (``latest.pt`` every ``--checkpoint-every`` seconds and a
 ``best.pt`` whenever the rolling mean score of the student's last 20 episodes improves) are
 written atomically; ``--resume`` continues a killed run from ``latest.pt`` (parameters, optimiser,
 counters, wall time and random states; DAgger's replay buffer comes back from the
-``buffer-N.npz`` file the checkpoint names, with the unfinished episodes as they were; the envs
-start afresh). A JSONL log
-(``log.jsonl``) and a learning curve (``curve.png``) are written beside them.
+``buffer-N.npz`` file the checkpoint names, unfinished episodes included; the envs start
+afresh). A JSONL log (``log.jsonl``) and a learning curve (``curve.png``) are written beside
+them.
 """
 
 from __future__ import annotations
