@@ -7,8 +7,8 @@ chunk *before* it runs the update on what it has, so chunk ``k + 1`` is collecte
 weights from before update ``k``. That one-update lag is the same whether the collector runs in
 the trainer's process (:class:`LocalCollectors`, ``--workers 0``) or in worker processes
 (:class:`WorkerCollectors`), so both give the same run bit for bit when the device model draws
-no noise (with noise, a worker draws from its own seeded generator, the trainer's process from
-torch's global one: each run repeats, but the two differ). With one worker, the learner's
+no noise (with noise, each worker draws from its own seeded generator and the trainer's process
+from torch's global one, so the two differ). With one worker, the learner's
 update and the teacher's search overlap on two cores.
 """
 
@@ -218,7 +218,8 @@ def _worker_main(conn, spec: CollectorSpec) -> None:
     # Ctrl-C reaches the whole process group; the trainer decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
-    # A noisy device model draws from torch's generator: seeded, a worker's run repeats.
+    # A noisy device model draws from torch's generator, which starts from one fixed seed in
+    # every new process: seeded from the spec, each worker draws its own noise.
     torch.manual_seed(int(np.random.SeedSequence(spec.rng_seed).generate_state(1)[0]))
     try:
         collector = Collector(spec)
