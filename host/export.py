@@ -40,8 +40,7 @@ def checkpoint_params(path: str | Path, ema: bool = False) -> tuple[dict, dict]:
         ) from None
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, ema=ema)
-    info = {"config": ckpt["config"], "counters": ckpt["counters"], "best": ckpt.get("best"),
-            "ema": ema}
+    info = {"config": ckpt["config"], "counters": ckpt["counters"], "best": ckpt.get("best")}
     return model.real_params(), info
 
 

@@ -30,10 +30,15 @@ from .model import MSTPN
 from .teacher import make_teacher
 
 __all__ = ["CollectorSpec", "Segment", "Collector", "LocalCollectors", "WorkerCollectors",
-           "make_collectors", "EPISODE_SEED_STRIDE"]
+           "make_collectors", "frame_bits", "EPISODE_SEED_STRIDE"]
 
 #: Reset seeds of consecutive training episodes are this far apart.
 EPISODE_SEED_STRIDE = 7919
+
+
+def frame_bits(frames: np.ndarray, preset) -> np.ndarray:
+    """(N, pixels) bool from (N, 210, 160) grayscale frames: what the student sees."""
+    return binarize(frames, preset.frame).reshape(len(frames), -1)
 
 
 @dataclass
@@ -152,7 +157,7 @@ class Collector:
         segments: list[Segment] = []
         marks = [len(e.labels) for e in self._episodes]
         for _ in range(steps):
-            bits = binarize(np.stack(self._obs), self.preset.frame).reshape(len(self.envs), -1)
+            bits = frame_bits(np.stack(self._obs), self.preset)
             with torch.no_grad():
                 logits, _, self.state = self.model.step(
                     torch.as_tensor(bits, dtype=torch.float64), self.state, self.codes)

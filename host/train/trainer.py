@@ -50,9 +50,8 @@ import torch
 from ...model.atomic import atomic_write_bytes
 from ...spec.device import DeviceModel
 from ...spec.env import FRAMESKIP, STICKY, make_vector_env
-from ...spec.preprocess import binarize
 from ...spec.presets import ALE_ACTIONS, get_preset
-from .collect import CollectorSpec, Segment, make_collectors, split_envs
+from .collect import CollectorSpec, Segment, frame_bits, make_collectors, split_envs
 from .model import MSTPN
 from .runlog import JsonlLog, draw_curve
 
@@ -272,11 +271,6 @@ class EpisodeBuffer:
 # --- the trainer ------------------------------------------------------------------------------
 
 
-def _bits(frames: np.ndarray, preset) -> np.ndarray:
-    """(N, pixels) bool from (N, 210, 160) grayscale frames."""
-    return binarize(frames, preset.frame).reshape(len(frames), -1)
-
-
 class Trainer:
     """One training run (a stage), resumable from its directory."""
 
@@ -415,8 +409,7 @@ class Trainer:
             # A new file, named by the update count, then the checkpoint that names it: a kill
             # between the two leaves the last checkpoint and its buffer file as they were.
             name = f"buffer-{self.counters['updates']}.npz"
-            extra = [self._merge(self._live, i) for i in range(len(self._live)) if self._live[i]]
-            atomic_write_bytes(self.dir / name, self._buffer.to_bytes(extra))
+            atomic_write_bytes(self.dir / name, self._buffer.to_bytes(self._live_episodes()))
             self._buffer_file = name
         self.save()
         for old in self.dir.glob("buffer-*.npz"):
@@ -433,9 +426,9 @@ class Trainer:
         frac = min(self.counters["frames"] / max(cfg.beta_frames, 1), 1.0)
         return cfg.beta + (cfg.beta_min - cfg.beta) * frac
 
-    def _dagger_update(self, buffer: EpisodeBuffer, live) -> float:
+    def _dagger_update(self, live) -> float:
         cfg = self.cfg
-        bits, labels, reset, valid = buffer.sample(
+        bits, labels, reset, valid = self._buffer.sample(
             cfg.batch, cfg.burn_in, cfg.seq, self.preset.frame.pixels, live)
         model = self.model
         state = model.initial_state(cfg.batch)
@@ -484,42 +477,40 @@ class Trainer:
         # Every env steps this often per chunk; a chunk holds about label_steps_per_update labels.
         steps = max(1, -(-cfg.label_steps_per_update // cfg.envs))
         buffer = EpisodeBuffer(cfg.buffer_steps, self.rng)
-        live: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(cfg.envs)]
-        self._restore_buffer(buffer)
-        self._buffer, self._live = buffer, live
+        self._buffer, self._live = buffer, [[] for _ in range(cfg.envs)]
+        self._restore_buffer()
         collectors = make_collectors(specs, cfg.workers)
         try:
             collectors.request(self._student_codes(), self._beta(), steps)
             updated = False  # since the collectors last had the student's codes
             while self.counters["frames"] < cfg.frames:
                 for seg in collectors.receive():
-                    self._absorb(seg, live, buffer)
+                    self._absorb(seg)
                 if self.counters["frames"] < cfg.frames:
                     # Asked for before the update: the chunk is collected while it runs.
                     collectors.request(self._student_codes() if updated else None,
                                        self._beta(), steps)
                     updated = False
                 # Live (unfinished) episodes are replayed too, once a window fits in them.
-                pool = [self._merge(live, i) for i in range(cfg.envs) if live[i]]
-                pool = [(p, lab) for p, lab in pool if len(lab) > cfg.seq]
-                enough = self._live_steps(live) + buffer.steps >= cfg.min_buffer
-                if enough and (buffer.episodes or pool):
-                    self._loss_sum += self._dagger_update(buffer, pool)
+                live = self._live_episodes()
+                pool = [(p, lab) for p, lab in live if len(lab) > cfg.seq]
+                total = buffer.steps + sum(len(lab) for _, lab in live)
+                if total >= cfg.min_buffer and (buffer.episodes or pool):
+                    self._loss_sum += self._dagger_update(pool)
                     self._loss_n += 1
                     updated = True
-                total = buffer.steps + self._live_steps(live)
                 self._tick(f"beta {self._beta():.2f} buf {total:,} ")
         finally:
             collectors.close()
         self.checkpoint()
 
-    def _restore_buffer(self, buffer: EpisodeBuffer) -> None:
+    def _restore_buffer(self) -> None:
         """Refill the buffer from the file the resumed checkpoint names, if it is there."""
         if not self._buffer_file:
             return
         path = self.dir / self._buffer_file
         try:
-            steps = buffer.add_bytes(path.read_bytes())
+            steps = self._buffer.add_bytes(path.read_bytes())
         except (OSError, ValueError) as exc:
             print(f"mstpn train: the replay buffer starts empty: {path}: {exc}", file=sys.stderr,
                   flush=True)
@@ -530,29 +521,28 @@ class Trainer:
         with torch.no_grad():
             return {name: code.detach().clone() for name, code in self.model.codes().items()}
 
-    @staticmethod
-    def _live_steps(live) -> int:
-        return sum(len(lab) for parts in live for _, lab in parts)
-
-    @staticmethod
-    def _merge(live, env: int) -> tuple[np.ndarray, np.ndarray]:
+    def _merge(self, env: int) -> tuple[np.ndarray, np.ndarray]:
         """An env's live episode so far as one (packed, labels) pair (kept merged)."""
-        parts = live[env]
+        parts = self._live[env]
         if len(parts) > 1:
             parts[:] = [(np.concatenate([p for p, _ in parts]),
                          np.concatenate([lab for _, lab in parts]))]
         return parts[0]
 
-    def _absorb(self, seg: Segment, live, buffer: EpisodeBuffer) -> None:
+    def _live_episodes(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every env's unfinished episode, as (packed, labels)."""
+        return [self._merge(i) for i, parts in enumerate(self._live) if parts]
+
+    def _absorb(self, seg: Segment) -> None:
         """Count a segment's steps; an ended episode goes to the buffer and the log."""
         n = len(seg.labels)
         self.counters["steps"] += n
         self.counters["labels"] += n
         self.counters["frames"] += FRAMESKIP * n
-        live[seg.env].append((seg.packed, seg.labels))
+        self._live[seg.env].append((seg.packed, seg.labels))
         if seg.ended:
-            buffer.add(*self._merge(live, seg.env))
-            live[seg.env] = []
+            self._buffer.add(*self._merge(seg.env))
+            self._live[seg.env] = []
             self._episode_done(seg.score, seg.steps, seg.driver)
 
     # --- A2C -----------------------------------------------------------------------------------
@@ -573,7 +563,7 @@ class Trainer:
             codes = model.codes()
             logps, values, entropies, rewards, dones = [], [], [], [], []
             for _ in range(cfg.seq):
-                bits = _bits(obs[:, 0], self.preset)
+                bits = frame_bits(obs[:, 0], self.preset)
                 logits, value, state = model.step(
                     torch.as_tensor(bits, dtype=torch.float64), state, codes)
                 dist = torch.distributions.Categorical(logits=logits)
@@ -595,7 +585,7 @@ class Trainer:
                     ep_score[i], ep_steps[i] = 0.0, 0
                 state = model.reset_state(state, torch.as_tensor(done))
             with torch.no_grad():
-                bits = _bits(obs[:, 0], self.preset)
+                bits = frame_bits(obs[:, 0], self.preset)
                 _, next_value, _ = model.step(torch.as_tensor(bits, dtype=torch.float64),
                                               tuple(s.detach() for s in state), codes)
             adv, ret = [], []
@@ -649,12 +639,10 @@ class Trainer:
             handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
             signal.signal(signal.SIGTERM, stop)
         try:
-            if self.cfg.stage == "dagger":
+            if self.cfg.stage == "dagger":  # TrainConfig admits only the two
                 self.run_dagger()
-            elif self.cfg.stage == "a2c":
-                self.run_a2c()
             else:
-                raise ValueError(f"unknown stage {self.cfg.stage!r}: 'dagger' or 'a2c'")
+                self.run_a2c()
         except KeyboardInterrupt:
             # `timeout` and `pkill -f` can each send a SIGTERM, a user a second Ctrl-C: none
             # may cut the save short.
