@@ -10,10 +10,6 @@ import numpy as np
 import pytest
 
 from mstpn.host.train.teacher import (
-    _BALL_X,
-    _BALL_Y,
-    _CENTRE_OFFSET,
-    _OUR_PADDLE,
     DOWN,
     NOOP,
     TEACHERS,
@@ -22,13 +18,13 @@ from mstpn.host.train.teacher import (
     RamTeacher,
     make_teacher,
 )
-from mstpn.spec.env import make_env
+from mstpn.spec.env import RAM_BALL_X, RAM_BALL_Y, RAM_CENTRE_OFFSET, RAM_OUR_PADDLE, make_env
 from mstpn.spec.presets import ALE_ACTIONS
 
 
 def _ram(ball_x: float, ball_y: float, paddle: float) -> np.ndarray:
     ram = np.zeros(128, dtype=np.uint8)
-    ram[_BALL_X], ram[_BALL_Y], ram[_OUR_PADDLE] = ball_x, ball_y, paddle
+    ram[RAM_BALL_X], ram[RAM_BALL_Y], ram[RAM_OUR_PADDLE] = ball_x, ball_y, paddle
     return ram
 
 
@@ -39,7 +35,7 @@ def test_aim_shifts_the_paddle_along_the_balls_travel(aim, vy, expected) -> None
     # y = 100 + vy, so the centred paddle is within the dead-band; an aim of 8 moves the target
     # past it, toward the side the ball travels to.
     teacher = RamTeacher(aim=aim)
-    centred = 100 + vy - _CENTRE_OFFSET
+    centred = 100 + vy - RAM_CENTRE_OFFSET
     teacher.act(_ram(186, 100 - vy, centred), key=3)
     assert teacher.act(_ram(187, 100, centred), key=3) == expected
 
@@ -47,9 +43,9 @@ def test_aim_shifts_the_paddle_along_the_balls_travel(aim, vy, expected) -> None
 def test_aim_is_ignored_while_the_ball_leaves() -> None:
     for aim in (0.0, 20.0):
         teacher = RamTeacher(aim=aim)
-        teacher.act(_ram(120, 100, 113 - _CENTRE_OFFSET), key=0)
+        teacher.act(_ram(120, 100, 113 - RAM_CENTRE_OFFSET), key=0)
         # the leaving ball's target is (101 + 125) / 2, the paddle centred on it
-        assert teacher.act(_ram(119, 101, 113 - _CENTRE_OFFSET), key=0) == NOOP
+        assert teacher.act(_ram(119, 101, 113 - RAM_CENTRE_OFFSET), key=0) == NOOP
 
 
 def test_make_teacher_names_the_choices() -> None:

@@ -1,8 +1,8 @@
 """Pong teachers for DAgger: privileged controllers that read the emulator (training only).
 
 The student sees only preprocessed frames; a teacher may read the RAM and clone the emulator's
-state, since it exists only while training. Facts used here are in ``/work/shared/notes/pong.md``
-(RAM map, paddle dynamics):
+state, since it exists only while training. The RAM map is :mod:`mstpn.spec.env`'s; it and
+the paddle dynamics were measured in ``/work/shared/notes/pong.md``:
 
 - :class:`RamTeacher` moves the paddle toward the ball's predicted crossing of our paddle's
   column, reflected off the walls, with a dead-band and a velocity (lag) term. It needs no
@@ -30,20 +30,22 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ...spec.env import FRAMESKIP
+from ...spec.env import (
+    FRAMESKIP,
+    RAM_BALL_X,
+    RAM_BALL_Y,
+    RAM_CENTRE_OFFSET,
+    RAM_OUR_PADDLE,
+    RAM_PADDLE_COLUMN,
+    RAM_Y_BOTTOM,
+    RAM_Y_TOP,
+)
 from ...spec.presets import ALE_ACTIONS
 
 __all__ = ["RamTeacher", "SearchTeacher", "AimTeacher", "make_teacher", "TEACHERS", "NOOP", "UP",
            "DOWN"]
 
 NOOP, UP, DOWN = 0, 1, 2
-# RAM addresses (notes/pong.md).
-_BALL_X, _BALL_Y, _OUR_PADDLE = 49, 54, 51
-# Our paddle's column in RAM x units (pixel x ~ 140 + 48.5), and the wall band in RAM y units.
-_PADDLE_X = 188.0
-_Y_TOP, _Y_BOTTOM = 46.0, 203.0
-# The paddle centres on the ball when ram[51] ~ ram[54] - 7.
-_CENTRE_OFFSET = 7.0
 
 
 class RamTeacher:
@@ -73,30 +75,30 @@ class RamTeacher:
         self._prev.pop(key, None)
 
     def _target(self, ram: np.ndarray, key: int) -> float:
-        bx, by, paddle = float(ram[_BALL_X]), float(ram[_BALL_Y]), float(ram[_OUR_PADDLE])
+        bx, by, paddle = float(ram[RAM_BALL_X]), float(ram[RAM_BALL_Y]), float(ram[RAM_OUR_PADDLE])
         prev = self._prev.get(key)
         self._prev[key] = (bx, by, paddle)
         if bx == 0 and by == 0:
-            return 120.0 + _CENTRE_OFFSET  # no ball: wait in the middle
+            return 120.0 + RAM_CENTRE_OFFSET  # no ball: wait in the middle
         if prev is None or (prev[0] == 0 and prev[1] == 0):
             return by
         vx, vy = bx - prev[0], by - prev[1]
         if vx <= 0:
             return 0.5 * (by + 125.0)  # ball leaving: drift toward the centre, following it
-        steps = (_PADDLE_X - bx) / vx
+        steps = (RAM_PADDLE_COLUMN - bx) / vx
         y = by + vy * max(steps, 0.0)
-        span = _Y_BOTTOM - _Y_TOP
-        y = (y - _Y_TOP) % (2 * span)  # reflect off the walls
-        y = _Y_TOP + (2 * span - y if y > span else y)
+        span = RAM_Y_BOTTOM - RAM_Y_TOP
+        y = (y - RAM_Y_TOP) % (2 * span)  # reflect off the walls
+        y = RAM_Y_TOP + (2 * span - y if y > span else y)
         return y
 
     def act(self, ram: np.ndarray, key: int = 0) -> int:
         """The teacher's action (0 NOOP, 1 UP, 2 DOWN) for the RAM of env ``key``."""
         prev = self._prev.get(key)
-        target = self._target(ram, key) - _CENTRE_OFFSET
+        target = self._target(ram, key) - RAM_CENTRE_OFFSET
         if self.aim and _approaching(ram, prev):
-            target += self.aim * float(np.sign(float(ram[_BALL_Y]) - prev[1]))
-        paddle = float(ram[_OUR_PADDLE])
+            target += self.aim * float(np.sign(float(ram[RAM_BALL_Y]) - prev[1]))
+        paddle = float(ram[RAM_OUR_PADDLE])
         velocity = 0.0 if prev is None else paddle - prev[2]
         settled = paddle + self.lead * velocity
         if settled > target + self.dead_band:
@@ -108,12 +110,12 @@ class RamTeacher:
 
 def _approaching(ram: np.ndarray, prev: tuple[float, float, float] | None) -> bool:
     """Whether the ball moves toward our paddle (``prev``: the last (x, y, paddle) seen)."""
-    bx = float(ram[_BALL_X])
+    bx = float(ram[RAM_BALL_X])
     return prev is not None and bx != 0 and prev[0] != 0 and bx > prev[0]
 
 
 def _ball_returned(ram: np.ndarray, prev_x: float) -> bool:
-    return ram[_BALL_X] != 0 and float(ram[_BALL_X]) < prev_x
+    return ram[RAM_BALL_X] != 0 and float(ram[RAM_BALL_X]) < prev_x
 
 
 def _play_point(ale, actions, policy: Callable[[int, np.ndarray], int], horizon: int,
@@ -125,7 +127,7 @@ def _play_point(ale, actions, policy: Callable[[int, np.ndarray], int], horizon:
     ``until_return`` it stops at the return (a cheap check of a committed plan).
     """
     returned = False
-    prev_x = float(ale.getRAM()[_BALL_X])
+    prev_x = float(ale.getRAM()[RAM_BALL_X])
     for t in range(horizon):
         action = policy(t, ale.getRAM())
         reward = 0
@@ -140,7 +142,7 @@ def _play_point(ale, actions, policy: Callable[[int, np.ndarray], int], horizon:
             returned = True
             if until_return:
                 return 0, (t + 1) * FRAMESKIP
-        prev_x = float(ram[_BALL_X])
+        prev_x = float(ram[RAM_BALL_X])
     return (0 if returned else -2), horizon * FRAMESKIP
 
 

@@ -16,7 +16,8 @@ ale-py ships its ROMs, so nothing is downloaded.
 from __future__ import annotations
 
 __all__ = ["ENV_ID", "FRAMESKIP", "STICKY", "FRAME_RATE", "real_time_decisions_per_s", "make_env",
-           "make_vector_env"]
+           "make_vector_env", "RAM_BALL_X", "RAM_BALL_Y", "RAM_OUR_PADDLE", "RAM_PADDLE_COLUMN",
+           "RAM_Y_TOP", "RAM_Y_BOTTOM", "RAM_CENTRE_OFFSET"]
 
 ENV_ID = "ALE/Pong-v5"
 #: Emulated frames per decision.
@@ -25,6 +26,16 @@ FRAMESKIP = 4
 STICKY = 0.25
 #: Frames per second of the Atari 2600 (NTSC): the game's real time.
 FRAME_RATE = 60
+
+# Pong's RAM map, for the privileged teachers (measured: /work/shared/notes/pong.md).
+#: RAM addresses of the ball's x and y and of our (right) paddle's y.
+RAM_BALL_X, RAM_BALL_Y, RAM_OUR_PADDLE = 49, 54, 51
+#: Our paddle's column in RAM x units (pixel x ~ 140 + 48.5).
+RAM_PADDLE_COLUMN = 188.0
+#: The band the ball bounces in, in RAM y units.
+RAM_Y_TOP, RAM_Y_BOTTOM = 46.0, 203.0
+#: The paddle is centred on the ball when ``ram[RAM_OUR_PADDLE] ~ ram[RAM_BALL_Y] - 7``.
+RAM_CENTRE_OFFSET = 7.0
 
 
 def real_time_decisions_per_s(frameskip: int = FRAMESKIP) -> float:
