@@ -179,6 +179,11 @@ def add_train_commands(sub) -> None:
     p.add_argument("--label-steps-per-update", type=int,
                    help="DAgger: new labels per update, rounded up to a whole step of every "
                         "env (default 32)")
+    p.add_argument("--away-weight", type=float, metavar="W",
+                   help="DAgger: loss weight of the steps where the ball is not coming toward us, "
+                        "in [0, 1] (default 1: every step alike)")
+    p.add_argument("--init-buffer", action="store_true", default=None,
+                   help="DAgger with --init: start with that run's replay buffer too")
     p.add_argument("--min-buffer", type=int, help="DAgger: labels before the first update")
     p.add_argument("--beta", type=float, help="DAgger: initial teacher-driven share (0.5)")
     p.add_argument("--beta-frames", type=int, help="DAgger: frames over which beta decays")

@@ -165,3 +165,38 @@ def test_two_sigterms_still_save(tmp_path) -> None:
     assert "interrupted: saving the checkpoint" in err
     ckpt = load_checkpoint(out / "latest.pt")
     assert ckpt["counters"]["frames"] > 0 and (out / ckpt["buffer"]).exists()
+
+
+@pytest.mark.slow
+def test_init_buffer_and_away_weight(tmp_path, capsys) -> None:
+    """--init-buffer starts a new run with its init run's replay buffer (the init's file is
+    left alone; the new run writes its own); --away-weight changes the updates."""
+    with pytest.raises(ValueError, match="away_weight must be in"):
+        TrainConfig(out="x", away_weight=1.5)
+    with pytest.raises(ValueError, match="init_buffer needs init"):
+        TrainConfig(out="x", init_buffer=True)
+
+    first = tmp_path / "first"
+    assert main(["train", "--out", str(first), "--frames", str(4 * 300), *SMALL]) == 0
+    ckpt = load_checkpoint(first / "latest.pt")
+    own = first / ckpt["buffer"]
+    size = own.stat().st_size
+    capsys.readouterr()
+    runs = {}
+    for weight in ("1", "0.25"):
+        out = tmp_path / f"second-{weight}"
+        assert main(["train", "--out", str(out), "--init", str(first / "latest.pt"),
+                     "--init-buffer", "--away-weight", weight, "--frames", str(4 * 100),
+                     *SMALL]) == 0
+        assert f"replay buffer restored, {ckpt['counters']['labels']:,} steps" in (
+            capsys.readouterr().out)
+        second = load_checkpoint(out / "latest.pt")
+        assert second["config"]["away_weight"] == float(weight)
+        assert (out / second["buffer"]).exists() and own.stat().st_size == size
+        runs[weight] = second["model"]
+    assert any(not torch.equal(runs["1"][k], runs["0.25"][k]) for k in runs["1"])
+
+    (first / ckpt["buffer"]).unlink()
+    assert main(["train", "--out", str(tmp_path / "third"), "--init", str(first / "latest.pt"),
+                 "--init-buffer", *SMALL]) == 2
+    assert "which is gone" in capsys.readouterr().err

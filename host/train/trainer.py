@@ -53,6 +53,7 @@ from ...spec.env import FRAMESKIP, STICKY, make_vector_env
 from ...spec.presets import ALE_ACTIONS, get_preset
 from .collect import CollectorSpec, Segment, frame_bits, make_collectors, split_envs
 from .model import MSTPN
+from .phase import loss_weights
 from .runlog import JsonlLog, draw_curve
 
 __all__ = ["TrainConfig", "Trainer", "train", "load_checkpoint", "model_from_checkpoint",
@@ -78,6 +79,8 @@ class TrainConfig:
     seq: int = 32
     burn_in: int = 32
     label_steps_per_update: int = 32
+    #: DAgger: the loss weight of steps where the ball is not coming toward us (1: all alike).
+    away_weight: float = 1.0
     min_buffer: int = 2_000
     buffer_steps: int = 300_000
     beta: float = 0.5
@@ -95,12 +98,18 @@ class TrainConfig:
     #: DAgger: worker processes that step the envs and the teacher (0: the trainer's own).
     workers: int = 0
     init: str | None = None
+    #: DAgger with ``init``: start with the init run's replay buffer too.
+    init_buffer: bool = False
     max_episode_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.stage not in ("dagger", "a2c"):
             raise ValueError(f"unknown stage {self.stage!r}: 'dagger' or 'a2c'")
         split_envs(self.envs, self.workers)  # raises on a bad count, naming it
+        if not 0.0 <= self.away_weight <= 1.0:
+            raise ValueError(f"away_weight must be in [0, 1], not {self.away_weight}")
+        if self.init_buffer and not self.init:
+            raise ValueError("init_buffer needs init: the run whose replay buffer to start with")
 
 
 #: Per update, the averaged parameters (``--ema`` of ``mstpn export``) keep this much of their
@@ -313,6 +322,16 @@ class Trainer:
         elif cfg.init:
             init = load_checkpoint(cfg.init)
             self.model.load_state_dict(init["model"])
+            if cfg.init_buffer:
+                if not init.get("buffer"):
+                    raise FileNotFoundError(f"--init-buffer: {cfg.init} names no replay buffer")
+                # Absolute, so that it is read from the init run's folder; the first checkpoint
+                # writes the buffer into this run's folder under its own name.
+                path = (Path(cfg.init).parent / init["buffer"]).resolve()
+                if not path.exists():
+                    raise FileNotFoundError(
+                        f"--init-buffer: {cfg.init} names the replay buffer {path}, which is gone")
+                self._buffer_file = str(path)
         # A checkpoint from before the average starts it from its parameters.
         self.ema = {name: (saved_ema[name].clone() if saved_ema else param.detach().clone())
                     for name, param in self.model.named_parameters()}
@@ -430,6 +449,7 @@ class Trainer:
         cfg = self.cfg
         bits, labels, reset, valid = self._buffer.sample(
             cfg.batch, cfg.burn_in, cfg.seq, self.preset.frame.pixels, live)
+        weight = loss_weights(bits, reset, valid, cfg.away_weight, self.preset.frame)
         model = self.model
         state = model.initial_state(cfg.batch)
         width, batch, pixels = bits.shape
@@ -450,8 +470,8 @@ class Trainer:
             logits, _, state = model.step(None, state, codes, x=xs[k - cfg.burn_in])
             ce = torch.nn.functional.cross_entropy(
                 logits, torch.as_tensor(labels[k]), reduction="none")
-            losses.append(ce * torch.as_tensor(valid[k], dtype=ce.dtype))
-        loss = torch.stack(losses).sum() / max(int(valid.sum()), 1)
+            losses.append(ce * torch.as_tensor(weight[k], dtype=ce.dtype))
+        loss = torch.stack(losses).sum() / max(float(weight.sum()), 1e-9)
         self.opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -505,17 +525,21 @@ class Trainer:
         self.checkpoint()
 
     def _restore_buffer(self) -> None:
-        """Refill the buffer from the file the resumed checkpoint names, if it is there."""
+        """Refill the buffer from the file the resumed checkpoint (or, with ``init_buffer``, the
+        init checkpoint) names, if it is there."""
         if not self._buffer_file:
             return
-        path = self.dir / self._buffer_file
+        path = self.dir / self._buffer_file  # an absolute name (--init-buffer) stays as it is
         try:
             steps = self._buffer.add_bytes(path.read_bytes())
+            kept = self._buffer.steps
         except (OSError, ValueError) as exc:
             print(f"mstpn train: the replay buffer starts empty: {path}: {exc}", file=sys.stderr,
                   flush=True)
             return
-        print(f"mstpn train: replay buffer restored, {steps:,} steps ({path.name})", flush=True)
+        dropped = f"; the oldest {steps - kept:,} did not fit" if kept < steps else ""
+        print(f"mstpn train: replay buffer restored, {kept:,} steps ({path.name}{dropped})",
+              flush=True)
 
     def _student_codes(self) -> dict[str, torch.Tensor]:
         with torch.no_grad():
