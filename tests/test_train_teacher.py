@@ -16,6 +16,7 @@ from mstpn.host.train.teacher import (
     UP,
     AimTeacher,
     RamTeacher,
+    SearchTeacher,
     make_teacher,
 )
 from mstpn.spec.env import RAM_BALL_X, RAM_BALL_Y, RAM_CENTRE_OFFSET, RAM_OUR_PADDLE, make_env
@@ -53,8 +54,9 @@ def test_make_teacher_names_the_choices() -> None:
         "RamTeacher", "SearchTeacher", "AimTeacher"]
     with pytest.raises(ValueError, match="unknown teacher 'oracle': one of ram, search, aim"):
         make_teacher("oracle")
-    with pytest.raises(ValueError, match="horizon must be at least 1"):
-        AimTeacher(horizon=0)
+    for teacher in (AimTeacher, SearchTeacher):
+        with pytest.raises(ValueError, match="horizon must be at least 1"):
+            teacher(horizon=0)
 
 
 def test_aim_teacher_restores_the_emulator_and_its_random_generator() -> None:

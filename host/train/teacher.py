@@ -179,6 +179,8 @@ class SearchTeacher:
     )
 
     def __init__(self, horizon: int = 100) -> None:
+        if horizon < 1:
+            raise ValueError(f"horizon must be at least 1 step, got {horizon}")
         self.horizon = horizon
         self.heuristic = RamTeacher()
         self.frames = 0  # emulated frames spent searching
