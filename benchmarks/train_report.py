@@ -17,7 +17,10 @@ rows it finished. Rows:
 Usage (needs torch, for the checkpoint)::
 
     uv run --extra train python benchmarks/train_report.py CHECKPOINT IMAGE --out REPORT.json \\
-        [--episodes 20] [--sweep-episodes 10] [--seed 50000000] [--only ROW ...]
+        [--episodes 20] [--sweep-episodes 10] [--seed 50000000] [--only ROW ...] [--ema]
+
+With ``--ema`` the checkpoint's running average of the parameters is the student (for an image
+exported with ``mstpn export --ema``).
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="row names to run (default: all)")
     ap.add_argument("--max-steps", type=int, help="cut episodes (quick checks only)")
     ap.add_argument("--markdown", action="store_true", help="print the table of --out and exit")
+    ap.add_argument("--ema", action="store_true",
+                    help="the checkpoint's running average is the student (mstpn export --ema)")
     args = ap.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
@@ -90,7 +95,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     ckpt = load_checkpoint(args.checkpoint)
-    student = model_from_checkpoint(ckpt)
+    student = model_from_checkpoint(ckpt, ema=args.ema)
     image = ParamImage.load(args.image)
     real = student.real_params()
     n, ns = args.episodes, args.sweep_episodes
