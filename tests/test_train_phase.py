@@ -7,12 +7,11 @@ import pytest
 
 from mstpn.host.train.phase import (
     HIDDEN_STEPS,
-    PADDLE_PIXEL_COLUMNS,
     approaching,
     ball_columns,
     loss_weights,
 )
-from mstpn.spec.env import RAM_BALL_X, make_env
+from mstpn.spec.env import PADDLE_PIXEL_COLUMNS, RAM_BALL_X, make_env
 from mstpn.spec.preprocess import DEFAULT_GEOMETRY, binarize
 
 GEO = DEFAULT_GEOMETRY

@@ -6,8 +6,8 @@ holds only the frames and the labels, so the phase is read back from the frames,
 work on any buffer, old ones included.
 
 In a pooled frame (:class:`mstpn.spec.presets.FrameGeometry`, 40 columns of 4 pixels) the two
-paddles sit in fixed columns and the ball is the only other lit object (measured with ale-py
-0.12.1: the opponent's paddle in pixel columns 16-19, ours in 140-143). The ball's column is the
+paddles sit in fixed columns (:data:`mstpn.spec.env.PADDLE_PIXEL_COLUMNS`) and the ball is the
+only other lit object. The ball's column is the
 mean of the lit columns outside the paddles'. It moves toward us when that column grows from one
 step to the next. While the ball overlaps our paddle's column (the moment it is hit or missed) it
 cannot be told apart from the paddle; a ball that was last seen coming toward us near our
@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...spec.env import PADDLE_PIXEL_COLUMNS
 from ...spec.presets import FrameGeometry
 
-__all__ = ["PADDLE_PIXEL_COLUMNS", "HIDDEN_STEPS", "ball_columns", "approaching", "loss_weights"]
+__all__ = ["HIDDEN_STEPS", "ball_columns", "approaching", "loss_weights"]
 
-#: The first pixel column of the opponent's paddle and of ours (each 4 pixels wide).
-PADDLE_PIXEL_COLUMNS = (16, 140)
 #: Steps for which a ball hidden in our paddle's column still counts as coming toward us.
 HIDDEN_STEPS = 3
 

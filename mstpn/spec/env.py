@@ -17,7 +17,7 @@ from __future__ import annotations
 
 __all__ = ["ENV_ID", "FRAMESKIP", "STICKY", "FRAME_RATE", "real_time_decisions_per_s", "make_env",
            "make_vector_env", "RAM_BALL_X", "RAM_BALL_Y", "RAM_OUR_PADDLE", "RAM_PADDLE_COLUMN",
-           "RAM_Y_TOP", "RAM_Y_BOTTOM", "RAM_CENTRE_OFFSET"]
+           "RAM_Y_TOP", "RAM_Y_BOTTOM", "RAM_CENTRE_OFFSET", "PADDLE_PIXEL_COLUMNS"]
 
 ENV_ID = "ALE/Pong-v5"
 #: Emulated frames per decision.
@@ -36,6 +36,9 @@ RAM_PADDLE_COLUMN = 188.0
 RAM_Y_TOP, RAM_Y_BOTTOM = 46.0, 203.0
 #: The paddle is centred on the ball when ``ram[RAM_OUR_PADDLE] ~ ram[RAM_BALL_Y] - 7``.
 RAM_CENTRE_OFFSET = 7.0
+#: On screen: the first pixel column of the opponent's paddle and of ours, each 4 pixels wide
+#: (measured with ale-py 0.12.1; ours is RAM_PADDLE_COLUMN less the RAM's offset of about 48).
+PADDLE_PIXEL_COLUMNS = (16, 140)
 
 
 def real_time_decisions_per_s(frameskip: int = FRAMESKIP) -> float:
