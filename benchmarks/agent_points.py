@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mstpn.host.evaluate import default_agent
-from mstpn.host.train.teacher import RamTeacher
+from mstpn.host.train.teacher import RamTeacher, ball_coming
 from mstpn.model.golden import GoldenModel
 from mstpn.model.image import ParamImage
 from mstpn.spec.env import (
@@ -76,7 +76,7 @@ def analyse(log: np.ndarray) -> dict:
     """The figures of one episode's log (see the module's docstring)."""
     bx, by, paddle, action, label, reward = log.T
     prev_x = np.concatenate([[0], bx[:-1]])
-    coming = (bx != 0) & (prev_x != 0) & (bx > prev_x)
+    coming = ball_coming(bx, prev_x)
     # The ball turns back near our paddle: x falls after its last change was a rise.
     vx = np.where((bx != 0) & (prev_x != 0), bx - prev_x, 0)
     moved = np.flatnonzero(vx)

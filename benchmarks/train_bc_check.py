@@ -106,7 +106,7 @@ def main() -> None:
                   f"ce {ce:.3f} cpu {time.process_time() - start:.0f} s", flush=True)
         if update == args.updates:
             break
-        bits, labels, reset, valid = buffer.sample(batch, burn, seq, pixels)
+        bits, labels, reset, valid, _ = buffer.sample(batch, burn, seq, pixels)
         state = model.initial_state(batch)
         with torch.no_grad():
             codes = model.codes()

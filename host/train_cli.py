@@ -182,6 +182,9 @@ def add_train_commands(sub) -> None:
     p.add_argument("--away-weight", type=float, metavar="W",
                    help="DAgger: loss weight of the steps where the ball is not coming toward us, "
                         "in [0, 1] (default 1: every step alike)")
+    p.add_argument("--aux-weight", type=float, metavar="A",
+                   help="DAgger: weight of an auxiliary loss that reads the ball's offset, speed "
+                        "and crossing from h (training only; default 0: none; docs/training.md)")
     p.add_argument("--init-buffer", action="store_true", default=None,
                    help="DAgger with --init: start with that run's replay buffer too")
     p.add_argument("--min-buffer", type=int, help="DAgger: labels before the first update")

@@ -14,6 +14,7 @@ from mstpn.host.train.collect import (  # noqa: E402
     WorkerCollectors,
     split_envs,
 )
+from mstpn.host.train.phase import AUX_TARGETS  # noqa: E402
 from mstpn.host.train.runlog import read_log  # noqa: E402
 from mstpn.host.train.trainer import TrainConfig, load_checkpoint  # noqa: E402
 
@@ -200,3 +201,36 @@ def test_init_buffer_and_away_weight(tmp_path, capsys) -> None:
     assert main(["train", "--out", str(tmp_path / "third"), "--init", str(first / "latest.pt"),
                  "--init-buffer", *SMALL]) == 2
     assert "which is gone" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_aux_weight_trains_a_head_that_resumes(tmp_path, capsys) -> None:
+    """--aux-weight adds a training-only head whose loss changes the updates; it is saved in
+    the checkpoint, comes back on --resume and stays out of the exported image."""
+    with pytest.raises(ValueError, match="aux_weight must be a finite number"):
+        TrainConfig(out="x", aux_weight=-1.0)
+    with pytest.raises(ValueError, match="aux_weight is a dagger stage option"):
+        TrainConfig(out="x", stage="a2c", aux_weight=0.5)
+    models = {}
+    for weight in ("0", "0.5"):
+        out = tmp_path / f"aux-{weight}"
+        assert main(["train", "--out", str(out), "--frames", str(4 * 300), "--aux-weight",
+                     weight, *SMALL]) == 0
+        printed = capsys.readouterr().out
+        ckpt = load_checkpoint(out / "latest.pt")
+        models[weight] = ckpt["model"]
+        if weight == "0":
+            assert ckpt["aux_head"] is None and " aux " not in printed
+            continue
+        assert " aux " in printed
+        head = ckpt["aux_head"]
+        assert head["weight"].shape == (len(AUX_TARGETS), 64)
+        losses = [r["aux_loss"] for r in read_log(out / "log.jsonl") if r["kind"] == "progress"]
+        assert losses and all(v is None or np.isfinite(v) for v in losses)
+        assert main(["train", "--out", str(out), "--resume", "--frames", str(4 * 400)]) == 0
+        resumed = load_checkpoint(out / "latest.pt")
+        assert resumed["counters"]["frames"] > ckpt["counters"]["frames"]
+        assert not torch.equal(resumed["aux_head"]["weight"], head["weight"])
+        image = tmp_path / "aux.img"
+        assert main(["export", str(out / "latest.pt"), "-o", str(image)]) == 0
+    assert any(not torch.equal(models["0"][k], models["0.5"][k]) for k in models["0"])

@@ -43,7 +43,7 @@ from ...spec.env import (
 from ...spec.presets import ALE_ACTIONS
 
 __all__ = ["RamTeacher", "SearchTeacher", "AimTeacher", "make_teacher", "TEACHERS", "NOOP", "UP",
-           "DOWN"]
+           "DOWN", "ball_coming"]
 
 NOOP, UP, DOWN = 0, 1, 2
 
@@ -108,10 +108,18 @@ class RamTeacher:
         return NOOP
 
 
+def ball_coming(x, prev_x):
+    """Whether the ball moves toward our paddle, from its RAM x now and a step before.
+
+    An x of 0 means no ball is in play. Scalars give a bool; arrays compare element-wise.
+    """
+    x, prev_x = np.asarray(x), np.asarray(prev_x)
+    return (x != 0) & (prev_x != 0) & (x > prev_x)
+
+
 def _approaching(ram: np.ndarray, prev: tuple[float, float, float] | None) -> bool:
     """Whether the ball moves toward our paddle (``prev``: the last (x, y, paddle) seen)."""
-    bx = float(ram[RAM_BALL_X])
-    return prev is not None and bx != 0 and prev[0] != 0 and bx > prev[0]
+    return prev is not None and bool(ball_coming(float(ram[RAM_BALL_X]), prev[0]))
 
 
 def _ball_returned(ram: np.ndarray, prev_x: float) -> bool:

@@ -43,6 +43,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -51,9 +52,10 @@ from ...model.atomic import atomic_write_bytes
 from ...spec.device import DeviceModel
 from ...spec.env import FRAMESKIP, STICKY, make_vector_env
 from ...spec.presets import ALE_ACTIONS, get_preset
+from ...spec.qformat import ACT
 from .collect import CollectorSpec, Segment, frame_bits, make_collectors, split_envs
 from .model import MSTPN
-from .phase import loss_weights
+from .phase import AUX_TARGETS, aux_targets, loss_weights
 from .runlog import JsonlLog, draw_curve
 
 __all__ = ["TrainConfig", "Trainer", "train", "load_checkpoint", "model_from_checkpoint",
@@ -81,6 +83,8 @@ class TrainConfig:
     label_steps_per_update: int = 32
     #: DAgger: the loss weight of steps where the ball is not coming toward us (1: all alike).
     away_weight: float = 1.0
+    #: DAgger: the weight of the auxiliary loss (:data:`.phase.AUX_TARGETS` read from h; 0: none).
+    aux_weight: float = 0.0
     min_buffer: int = 2_000
     buffer_steps: int = 300_000
     beta: float = 0.5
@@ -108,6 +112,10 @@ class TrainConfig:
         split_envs(self.envs, self.workers)  # raises on a bad count, naming it
         if not 0.0 <= self.away_weight <= 1.0:
             raise ValueError(f"away_weight must be in [0, 1], not {self.away_weight}")
+        if not (math.isfinite(self.aux_weight) and self.aux_weight >= 0.0):
+            raise ValueError(f"aux_weight must be a finite number >= 0, not {self.aux_weight}")
+        if self.aux_weight and self.stage != "dagger":
+            raise ValueError("aux_weight is a dagger stage option")
         if self.init_buffer and not self.init:
             raise ValueError("init_buffer needs init: the run whose replay buffer to start with")
 
@@ -116,6 +124,10 @@ class TrainConfig:
 #: old value: a time constant of 1,000 updates, a few minutes of DAgger. The average only rides
 #: along; training uses the latest parameters.
 EMA_DECAY = 0.999
+
+#: Steps read after a window's trained steps for the auxiliary targets: an approach across the
+#: court takes 20-40 steps.
+AUX_LOOKAHEAD = 48
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -186,6 +198,17 @@ def model_from_checkpoint(ckpt: dict, ema: bool = False) -> MSTPN:
 # --- the replay buffer of labelled episodes ----------------------------------------------------
 
 
+class Windows(NamedTuple):
+    """Replayed windows, time first: ``bits`` (W, B, pixels) and ``labels``, ``reset`` (an
+    episode starts), ``valid`` (a trained step) and ``known`` (played already), each (W, B)."""
+
+    bits: np.ndarray
+    labels: np.ndarray
+    reset: np.ndarray
+    valid: np.ndarray
+    known: np.ndarray
+
+
 class EpisodeBuffer:
     """Labelled episodes (packed frames and teacher actions), oldest evicted first."""
 
@@ -243,38 +266,47 @@ class EpisodeBuffer:
             start += n
         return int(lengths.sum())
 
-    def sample(self, batch: int, burn_in: int, seq: int, pixels: int, live=()):
-        """Windows for one update: bits (W, B, pixels), labels (W, B), reset (W, B), valid (W, B).
+    def sample(self, batch: int, burn_in: int, seq: int, pixels: int, live=(),
+               lookahead: int = 0) -> Windows:
+        """Windows for one update, each of ``burn_in + seq + lookahead`` steps.
 
-        Each window ends ``seq`` labelled steps after a uniformly drawn start; the ``burn_in``
-        steps before it rebuild the plastic state (from zero at the episode's start).
+        Each window's ``seq`` trained steps start at a uniformly drawn step; the ``burn_in``
+        steps before them rebuild the plastic state (from zero at the episode's start), and the
+        ``lookahead`` steps after them are read only to know what comes next (the auxiliary
+        targets' crossing). ``live`` episodes are unfinished: their steps not yet played are
+        not ``known``.
         """
         pool = list(self.episodes) + list(live)
         if not pool:
             raise ValueError("nothing to sample: the buffer is empty and no live episode is "
                              "long enough")
+        finished = len(self.episodes)
         lengths = np.array([len(e[1]) for e in pool], dtype=np.float64)
         probs = lengths / lengths.sum()
-        width = burn_in + seq
+        width = burn_in + seq + lookahead
         bits = np.zeros((width, batch, pixels), dtype=np.float64)
         labels = np.zeros((width, batch), dtype=np.int64)
         reset = np.zeros((width, batch), dtype=bool)
         valid = np.zeros((width, batch), dtype=bool)
+        known = np.ones((width, batch), dtype=bool)
         for b in range(batch):
-            packed, lab = pool[int(self.rng.choice(len(pool), p=probs))]
+            pick = int(self.rng.choice(len(pool), p=probs))
+            packed, lab = pool[pick]
             n = len(lab)
             start = int(self.rng.integers(0, max(n - seq, 0) + 1))
             first = start - burn_in
             for k in range(width):
                 t = first + k
+                if t >= n and pick >= finished:
+                    known[k, b] = False
                 if t < 0 or t >= n:
                     continue
                 if t == 0:
                     reset[k, b] = True
                 bits[k, b] = np.unpackbits(packed[t], count=pixels)
                 labels[k, b] = lab[t]
-                valid[k, b] = k >= burn_in
-        return bits, labels, reset, valid
+                valid[k, b] = burn_in <= k < burn_in + seq
+        return Windows(bits, labels, reset, valid, known)
 
 
 # --- the trainer ------------------------------------------------------------------------------
@@ -293,7 +325,14 @@ class Trainer:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.model = MSTPN(self.preset, self.device, seed=cfg.seed)
-        self.opt = torch.optim.Adam(self.model.param_groups(cfg.lr, cfg.encoder_lr_scale))
+        groups = self.model.param_groups(cfg.lr, cfg.encoder_lr_scale)
+        # The auxiliary head (training only, like the critic) reads h; its loss shapes h.
+        self.aux_head: torch.nn.Linear | None = None
+        if cfg.aux_weight > 0:
+            self.aux_head = torch.nn.Linear(self.preset.hidden, len(AUX_TARGETS),
+                                            dtype=torch.float64)
+            groups.append({"params": list(self.aux_head.parameters()), "lr": cfg.lr})
+        self.opt = torch.optim.Adam(groups)
         self.counters = {"frames": 0, "steps": 0, "updates": 0, "episodes": 0, "wall_s": 0.0,
                           "labels": 0}
         self.best = -math.inf
@@ -311,6 +350,7 @@ class Trainer:
                 raise FileNotFoundError(f"--resume: no checkpoint {latest}")
             ckpt = load_checkpoint(latest)
             self.model.load_state_dict(ckpt["model"])
+            self._load_aux_head(ckpt)
             self.opt.load_state_dict(ckpt["optimizer"])
             self.counters.update(ckpt["counters"])
             self.best = ckpt.get("best", -math.inf)
@@ -322,6 +362,7 @@ class Trainer:
         elif cfg.init:
             init = load_checkpoint(cfg.init)
             self.model.load_state_dict(init["model"])
+            self._load_aux_head(init)
             if cfg.init_buffer:
                 if not init.get("buffer"):
                     raise FileNotFoundError(f"--init-buffer: {cfg.init} names no replay buffer")
@@ -345,6 +386,12 @@ class Trainer:
         self._last_progress = time.monotonic()
         self._frames_at_progress = self.counters["frames"]
         self._loss_sum, self._loss_n = 0.0, 0
+        self._aux_sum = 0.0
+
+    def _load_aux_head(self, ckpt: dict) -> None:
+        """The checkpoint's auxiliary head, if both it and this run have one."""
+        if self.aux_head is not None and ckpt.get("aux_head") is not None:
+            self.aux_head.load_state_dict(ckpt["aux_head"])
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
@@ -360,6 +407,7 @@ class Trainer:
             "model": _shrink(self.model.state_dict()),
             "optimizer": _shrink(self.opt.state_dict()) if optimizer else None,
             "ema": _shrink(self.ema),
+            "aux_head": self.aux_head.state_dict() if self.aux_head is not None else None,
             "buffer": self._buffer_file if optimizer else None,
             "counters": dict(self.counters),
             "best": self.best,
@@ -406,19 +454,21 @@ class Trainer:
             eta = left / fps if fps > 0 else float("inf")
             score = f"{np.mean(self.scores):+.1f}" if self.scores else "  n/a"
             loss = self._loss_sum / max(self._loss_n, 1)
+            aux = self._aux_sum / max(self._loss_n, 1) if self.aux_head is not None else None
             print(
                 f"[{self.cfg.stage}] frames {frames:,} ({fps:,.0f}/s) "
                 f"score(student, last {len(self.scores)}) {score} best {self.best:+.1f} "
-                f"loss {loss:.4f} upd {self.counters['updates']} {extra}"
+                f"loss {loss:.4f} " + (f"aux {aux:.4f} " if aux is not None else "")
+                + f"upd {self.counters['updates']} {extra}"
                 f"wall {self.wall() / 60:.1f} min ETA {eta / 60:.1f} min",
                 flush=True,
             )
             self.log.write({"kind": "progress", "frames": frames, "fps": round(fps, 1),
-                            "wall_s": round(self.wall(), 1), "loss": loss,
+                            "wall_s": round(self.wall(), 1), "loss": loss, "aux_loss": aux,
                             "updates": self.counters["updates"],
                             "mean20": float(np.mean(self.scores)) if self.scores else None})
             self._last_progress, self._frames_at_progress = now, frames
-            self._loss_sum, self._loss_n = 0.0, 0
+            self._loss_sum, self._loss_n, self._aux_sum = 0.0, 0, 0.0
         if now - self._last_ckpt >= self.cfg.checkpoint_every:
             self.checkpoint()
 
@@ -447,12 +497,17 @@ class Trainer:
 
     def _dagger_update(self, live) -> float:
         cfg = self.cfg
-        bits, labels, reset, valid = self._buffer.sample(
-            cfg.batch, cfg.burn_in, cfg.seq, self.preset.frame.pixels, live)
+        lookahead = AUX_LOOKAHEAD if self.aux_head is not None else 0
+        bits, labels, reset, valid, known = self._buffer.sample(
+            cfg.batch, cfg.burn_in, cfg.seq, self.preset.frame.pixels, live, lookahead)
         weight = loss_weights(bits, reset, valid, cfg.away_weight, self.preset.frame)
+        targets = None
+        if self.aux_head is not None:
+            targets = torch.as_tensor(aux_targets(bits, reset, known, self.preset.frame))
+            targets = torch.where(torch.as_tensor(valid)[..., None], targets, torch.nan)
         model = self.model
         state = model.initial_state(cfg.batch)
-        width, batch, pixels = bits.shape
+        batch, pixels = bits.shape[1:]
         with torch.no_grad():
             codes = model.codes()
             xs = model.encode(torch.as_tensor(bits[: cfg.burn_in].reshape(-1, pixels)), codes)
@@ -462,21 +517,42 @@ class Trainer:
                 _, _, state = model.step(None, state, codes, x=xs[k])
         state = tuple(s.detach() for s in state)
         codes = model.codes()
-        xs = model.encode(torch.as_tensor(bits[cfg.burn_in :].reshape(-1, pixels)), codes)
+        trained = bits[cfg.burn_in : cfg.burn_in + cfg.seq]
+        xs = model.encode(torch.as_tensor(trained.reshape(-1, pixels)), codes)
         xs = xs.reshape(cfg.seq, batch, -1)
-        losses = []
+        losses, hs = [], []
         for k in range(cfg.burn_in, cfg.burn_in + cfg.seq):
             state = model.reset_state(state, torch.as_tensor(reset[k]))
             logits, _, state = model.step(None, state, codes, x=xs[k - cfg.burn_in])
             ce = torch.nn.functional.cross_entropy(
                 logits, torch.as_tensor(labels[k]), reduction="none")
             losses.append(ce * torch.as_tensor(weight[k], dtype=ce.dtype))
+            hs.append(state[1])
         loss = torch.stack(losses).sum() / max(float(weight.sum()), 1e-9)
+        if targets is not None:
+            aux = self._aux_loss(torch.stack(hs), targets[cfg.burn_in : cfg.burn_in + cfg.seq])
+            self._aux_sum += aux.item()
+            loss = loss + cfg.aux_weight * aux
         self.opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        params = list(model.parameters())
+        if self.aux_head is not None:
+            params += list(self.aux_head.parameters())
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         self._step()
         return loss.item()
+
+    def _aux_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of the auxiliary head over the defined targets.
+
+        ``h`` holds the trained steps' h codes (seq, batch, hidden); ``targets`` their scaled
+        targets (seq, batch, len(AUX_TARGETS)), NaN where undefined.
+        """
+        pred = self.aux_head(h * ACT.scale)
+        defined = ~torch.isnan(targets)
+        if not defined.any():
+            return pred.sum() * 0.0
+        return ((pred - torch.nan_to_num(targets)) ** 2)[defined].mean()
 
     def run_dagger(self) -> None:
         """The DAgger stage, until the frame budget.
