@@ -36,18 +36,20 @@ from mstpn.spec.qformat import ACT
 def held_out_arrays(path: Path, episodes: int, steps: int, pixels: int):
     """The buffer file's episodes but the last ``episodes`` of at least ``steps`` steps, and
     those (their first ``steps`` steps) as bits (T, B, pixels) and labels (T, B)."""
-    with np.load(path) as npz:
-        packed, labels, lengths = npz["packed"], npz["labels"], npz["lengths"]
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    long = [i for i in range(len(lengths)) if lengths[i] >= steps]
+    saved = EpisodeBuffer(2**62, np.random.default_rng(0))
+    try:
+        saved.add_bytes(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{path}: {exc}") from None
+    pool = list(saved.episodes)
+    long = [i for i, (_, lab) in enumerate(pool) if len(lab) >= steps]
     if len(long) < episodes:
         raise SystemExit(f"{path}: only {len(long)} episodes of {steps} steps or more")
     test = long[-episodes:]
-    train = [(packed[s:s + n], labels[s:s + n])
-             for i, (s, n) in enumerate(zip(starts, lengths, strict=True)) if i not in test]
-    bits = np.stack([np.unpackbits(packed[starts[i]:starts[i] + steps], axis=1, count=pixels)
-                     for i in test], 1).astype(np.float64)
-    labs = np.stack([labels[starts[i]:starts[i] + steps] for i in test], 1)
+    train = [e for i, e in enumerate(pool) if i not in test]
+    bits = np.stack([np.unpackbits(pool[i][0][:steps], axis=1, count=pixels) for i in test],
+                    1).astype(np.float64)
+    labs = np.stack([pool[i][1][:steps] for i in test], 1)
     return train, bits, labs
 
 

@@ -226,7 +226,7 @@ def test_aux_weight_trains_a_head_that_resumes(tmp_path, capsys) -> None:
         head = ckpt["aux_head"]
         assert head["weight"].shape == (len(AUX_TARGETS), 64)
         losses = [r["aux_loss"] for r in read_log(out / "log.jsonl") if r["kind"] == "progress"]
-        assert losses and all(v is None or np.isfinite(v) for v in losses)
+        assert losses and all(v is not None and np.isfinite(v) for v in losses)
         assert main(["train", "--out", str(out), "--resume", "--frames", str(4 * 400)]) == 0
         resumed = load_checkpoint(out / "latest.pt")
         assert resumed["counters"]["frames"] > ckpt["counters"]["frames"]
