@@ -12,6 +12,8 @@ from mstpn.host.train.collect import (  # noqa: E402
     Collector,
     CollectorSpec,
     WorkerCollectors,
+    _codes_from_wire,
+    _codes_to_wire,
     split_envs,
 )
 from mstpn.host.train.phase import AUX_TARGETS  # noqa: E402
@@ -28,6 +30,24 @@ def _spec(**kw) -> CollectorSpec:
                 total_envs=2, seed_base=10_000, first_episode=0, rng_seed=[1, 0],
                 max_episode_steps=7)
     return CollectorSpec(**{**base, **kw})
+
+
+def test_codes_cross_the_pipe_inside_the_message() -> None:
+    """The student's codes reach a worker as plain arrays, bit for bit: a tensor would travel as
+    a shared-memory handle fetched from the trainer, which a SIGTERM can cut off mid-fetch."""
+    from multiprocessing.reduction import ForkingPickler
+
+    gen = torch.Generator().manual_seed(5)
+    codes = {"w": torch.randint(-128, 128, (64, 40), generator=gen, dtype=torch.int64),
+             "lam": torch.randint(0, 256, (64, 128), generator=gen).to(torch.float64)}
+    assert b"rebuild_storage" in bytes(ForkingPickler.dumps(codes))  # what the check catches
+    wire = _codes_to_wire(codes)
+    assert b"rebuild_storage" not in bytes(ForkingPickler.dumps(wire))
+    back = _codes_from_wire(wire)
+    assert back.keys() == codes.keys()
+    for name, code in codes.items():
+        assert back[name].dtype == code.dtype and torch.equal(back[name], code)
+    assert _codes_to_wire(None) is None and _codes_from_wire(None) is None
 
 
 def test_split_envs_deals_evenly_and_names_bad_counts() -> None:
@@ -164,6 +184,7 @@ def test_two_sigterms_still_save(tmp_path) -> None:
         proc.kill()
     assert proc.returncode == 130, err
     assert "interrupted: saving the checkpoint" in err
+    assert "Traceback" not in err, err
     ckpt = load_checkpoint(out / "latest.pt")
     assert ckpt["counters"]["frames"] > 0 and (out / ckpt["buffer"]).exists()
 

@@ -219,6 +219,21 @@ class LocalCollectors:
         """Nothing to stop."""
 
 
+def _codes_to_wire(codes: dict[str, torch.Tensor] | None) -> dict[str, np.ndarray] | None:
+    # A torch tensor sent through a Pipe travels as a shared-memory handle that the receiver
+    # fetches from a helper thread of the sender: a SIGTERM to the trainer mid-fetch left a
+    # ConnectionResetError traceback in the worker. Plain arrays travel inside the message.
+    if codes is None:
+        return None
+    return {name: code.detach().cpu().numpy() for name, code in codes.items()}
+
+
+def _codes_from_wire(codes: dict[str, np.ndarray] | None) -> dict[str, torch.Tensor] | None:
+    if codes is None:
+        return None
+    return {name: torch.from_numpy(code) for name, code in codes.items()}
+
+
 def _worker_main(conn, spec: CollectorSpec) -> None:
     # Ctrl-C reaches the whole process group; the trainer decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -233,7 +248,8 @@ def _worker_main(conn, spec: CollectorSpec) -> None:
             message = conn.recv()
             if message is None:
                 return
-            conn.send(("chunk", collector.collect(*message)))
+            codes, beta, steps = message
+            conn.send(("chunk", collector.collect(_codes_from_wire(codes), beta, steps)))
     except EOFError:
         return
     except BaseException:  # reported to the trainer, which raises it
@@ -276,7 +292,7 @@ class WorkerCollectors:
     def request(self, codes: dict[str, torch.Tensor] | None, beta: float, steps: int) -> None:
         """Start the next chunk in every worker."""
         for conn in self._conns:
-            conn.send((codes, beta, steps))
+            conn.send((_codes_to_wire(codes), beta, steps))
 
     def receive(self) -> list[Segment]:
         """Wait for the chunk of the last :meth:`request`."""
