@@ -106,9 +106,9 @@ def main() -> None:
         geometry = trainer.preset.frame
         train, bits, labels = held_out_arrays(args.buffer, args.held_out, args.steps,
                                               geometry.pixels)
-        trainer._buffer = EpisodeBuffer(10**9, trainer.rng)
+        buffer = EpisodeBuffer(10**9, trainer.rng)
         for packed, lab in train:
-            trainer._buffer.add(packed, lab)
+            buffer.add(packed, lab)
         start = time.process_time()
         for update in range(args.updates + 1):
             if update % args.every == 0:
@@ -118,7 +118,7 @@ def main() -> None:
                       f"approach {row['agree_approach']:.4f} | R^2 {probes} | "
                       f"cpu {time.process_time() - start:.0f} s", flush=True)
             if update < args.updates:
-                trainer._dagger_update(())
+                trainer.update_from(buffer)
 
 
 if __name__ == "__main__":

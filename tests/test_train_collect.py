@@ -255,3 +255,31 @@ def test_aux_weight_trains_a_head_that_resumes(tmp_path, capsys) -> None:
         image = tmp_path / "aux.img"
         assert main(["export", str(out / "latest.pt"), "-o", str(image)]) == 0
     assert any(not torch.equal(models["0"][k], models["0.5"][k]) for k in models["0"])
+
+
+def test_update_from_trains_on_a_given_buffer(tmp_path) -> None:
+    """Trainer.update_from: the stage's own update on a buffer built outside the run (no envs),
+    as benchmarks/aux_check.py uses it; bad buffers are named."""
+    from mstpn.host.train.trainer import EpisodeBuffer, Trainer
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), envs=2, batch=4, seq=8, burn_in=4,
+                      teacher="ram", seed=3, aux_weight=0.3)
+    trainer = Trainer(cfg)
+    pixels = trainer.preset.frame.pixels
+    rng = np.random.default_rng(9)
+    buffer = EpisodeBuffer(10**6, rng)
+    for length in (40, 55):
+        bits = rng.random((length, pixels)) < 0.05
+        buffer.add(np.packbits(bits, axis=1), rng.integers(0, 3, length))
+    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    head = [p.detach().clone() for p in trainer.aux_head.parameters()]
+    losses = [trainer.update_from(buffer) for _ in range(2)]
+    assert all(np.isfinite(losses)) and all(loss > 0 for loss in losses)
+    after = trainer.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    trained = list(trainer.aux_head.parameters())
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(head, trained, strict=True))
+    with pytest.raises(ValueError, match="holds no episodes"):
+        trainer.update_from(EpisodeBuffer(10, rng))
+    with pytest.raises(TypeError, match="needs an EpisodeBuffer"):
+        trainer.update_from([])

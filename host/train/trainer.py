@@ -542,6 +542,20 @@ class Trainer:
         self._step()
         return loss.item()
 
+    def update_from(self, buffer: EpisodeBuffer) -> float:
+        """One DAgger update on windows drawn from ``buffer``, with no envs run; its loss.
+
+        For offline studies (``benchmarks/aux_check.py``): the update, its loss weights, the
+        auxiliary head and the optimiser are the stage's own. ``buffer`` becomes the trainer's
+        replay buffer, and the next :meth:`checkpoint` saves it.
+        """
+        if not isinstance(buffer, EpisodeBuffer):
+            raise TypeError(f"update_from needs an EpisodeBuffer, not {type(buffer).__name__}")
+        if not buffer.episodes:
+            raise ValueError("update_from: the buffer holds no episodes")
+        self._buffer = buffer
+        return self._dagger_update(())
+
     def _aux_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean squared error of the auxiliary head over the defined targets.
 
