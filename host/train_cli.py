@@ -187,6 +187,13 @@ def add_train_commands(sub) -> None:
                         "and crossing from h (training only; default 0: none; docs/training.md)")
     p.add_argument("--init-buffer", action="store_true", default=None,
                    help="DAgger with --init: start with that run's replay buffer too")
+    p.add_argument("--init-ema", action="store_true", default=None,
+                   help="with --init: start from its running average of the parameters (what "
+                        "'mstpn export --ema' exports) instead of its latest ones")
+    p.add_argument("--kl-weight", type=float, metavar="K",
+                   help="A2C with --init: weight of KL(init's policy || the student's) per step, "
+                        "which keeps the student near the policy it started from (default 0: "
+                        "none; docs/training.md)")
     p.add_argument("--min-buffer", type=int, help="DAgger: labels before the first update")
     p.add_argument("--beta", type=float, help="DAgger: initial teacher-driven share (0.5)")
     p.add_argument("--beta-frames", type=int, help="DAgger: frames over which beta decays")

@@ -104,6 +104,13 @@ class TrainConfig:
     init: str | None = None
     #: DAgger with ``init``: start with the init run's replay buffer too.
     init_buffer: bool = False
+    #: With ``init``: start from the init checkpoint's running average of its parameters (what
+    #: ``mstpn export --ema`` exports) instead of its latest ones.
+    init_ema: bool = False
+    #: A2C: the weight of KL(reference || student) per step, where the reference is the frozen
+    #: policy that ``init`` (and ``init_ema``) names; it keeps the student near that policy
+    #: (0: none).
+    kl_weight: float = 0.0
     max_episode_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -118,6 +125,15 @@ class TrainConfig:
             raise ValueError("aux_weight is a dagger stage option")
         if self.init_buffer and not self.init:
             raise ValueError("init_buffer needs init: the run whose replay buffer to start with")
+        if self.init_ema and not self.init:
+            raise ValueError("init_ema needs init: the checkpoint whose running average to start "
+                             "from")
+        if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0.0):
+            raise ValueError(f"kl_weight must be a finite number >= 0, not {self.kl_weight}")
+        if self.kl_weight and self.stage != "a2c":
+            raise ValueError("kl_weight is an a2c stage option")
+        if self.kl_weight and not self.init:
+            raise ValueError("kl_weight needs init: the checkpoint whose policy is the reference")
 
 
 #: Per update, the averaged parameters (``--ema`` of ``mstpn export``) keep this much of their
@@ -128,6 +144,16 @@ EMA_DECAY = 0.999
 #: Steps read after a window's trained steps for the auxiliary targets: an approach across the
 #: court takes 20-40 steps.
 AUX_LOOKAHEAD = 48
+
+
+def policy_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(reference || student) of two batches of action logits, one value per row.
+
+    The reference's distribution weighs the student's log-probabilities, so the gradient pulls
+    the student toward every action the reference would take (a distillation term).
+    """
+    ref_logp = torch.log_softmax(ref_logits, dim=-1)
+    return (ref_logp.exp() * (ref_logp - torch.log_softmax(logits, dim=-1))).sum(-1)
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -360,8 +386,12 @@ class Trainer:
             self._buffer_file = ckpt.get("buffer")
             self.resumed = True
         elif cfg.init:
-            init = load_checkpoint(cfg.init)
+            init = self._load_init(cfg)
             self.model.load_state_dict(init["model"])
+            if cfg.init_ema:
+                with torch.no_grad():
+                    for name, param in self.model.named_parameters():
+                        param.copy_(init["ema"][name])
             self._load_aux_head(init)
             if cfg.init_buffer:
                 if not init.get("buffer"):
@@ -373,6 +403,11 @@ class Trainer:
                     raise FileNotFoundError(
                         f"--init-buffer: {cfg.init} names the replay buffer {path}, which is gone")
                 self._buffer_file = str(path)
+        # A2C's anchor: the policy it starts from, frozen (rebuilt from init on a resume).
+        self.reference: MSTPN | None = None
+        if cfg.kl_weight > 0:
+            self.reference = model_from_checkpoint(self._load_init(cfg), ema=cfg.init_ema)
+            self.reference.requires_grad_(False)
         # A checkpoint from before the average starts it from its parameters.
         self.ema = {name: (saved_ema[name].clone() if saved_ema else param.detach().clone())
                     for name, param in self.model.named_parameters()}
@@ -387,6 +422,18 @@ class Trainer:
         self._frames_at_progress = self.counters["frames"]
         self._loss_sum, self._loss_n = 0.0, 0
         self._aux_sum = 0.0
+        self._kl_sum = 0.0
+
+    @staticmethod
+    def _load_init(cfg: TrainConfig) -> dict:
+        """The ``init`` checkpoint, checked for what ``init_ema`` asks of it."""
+        if not Path(cfg.init).exists():
+            raise FileNotFoundError(f"--init: no checkpoint {cfg.init}")
+        init = load_checkpoint(cfg.init)
+        if cfg.init_ema and init.get("ema") is None:
+            raise ValueError(f"--init-ema: {cfg.init} holds no running average (it predates "
+                             "them)")
+        return init
 
     def _load_aux_head(self, ckpt: dict) -> None:
         """The checkpoint's auxiliary head, if both it and this run have one."""
@@ -455,6 +502,7 @@ class Trainer:
             score = f"{np.mean(self.scores):+.1f}" if self.scores else "  n/a"
             loss = self._loss_sum / max(self._loss_n, 1)
             aux = self._aux_sum / max(self._loss_n, 1) if self.aux_head is not None else None
+            kl = self._kl_sum / max(self._loss_n, 1) if self.reference is not None else None
             print(
                 f"[{self.cfg.stage}] frames {frames:,} ({fps:,.0f}/s) "
                 f"score(student, last {len(self.scores)}) {score} best {self.best:+.1f} "
@@ -465,10 +513,11 @@ class Trainer:
             )
             self.log.write({"kind": "progress", "frames": frames, "fps": round(fps, 1),
                             "wall_s": round(self.wall(), 1), "loss": loss, "aux_loss": aux,
+                            "kl": kl,
                             "updates": self.counters["updates"],
                             "mean20": float(np.mean(self.scores)) if self.scores else None})
             self._last_progress, self._frames_at_progress = now, frames
-            self._loss_sum, self._loss_n, self._aux_sum = 0.0, 0, 0.0
+            self._loss_sum, self._loss_n, self._aux_sum, self._kl_sum = 0.0, 0, 0.0, 0.0
         if now - self._last_ckpt >= self.cfg.checkpoint_every:
             self.checkpoint()
 
@@ -668,18 +717,26 @@ class Trainer:
         envs = make_vector_env(n, threads=cfg.env_threads, sticky=STICKY,
                                autoreset_mode="SameStep")
         obs, _ = envs.reset(seed=int(self.env_seed_base + self.counters["episodes"]))
-        model = self.model
+        model, ref = self.model, self.reference
         state = model.initial_state(n)
+        if ref is not None:
+            # The reference plays along on the same frames with its own plastic state.
+            ref_state = ref.initial_state(n)
+            with torch.no_grad():
+                ref_codes = ref.codes()
         ep_score = np.zeros(n)
         ep_steps = np.zeros(n, dtype=np.int64)
         while self.counters["frames"] < cfg.frames:
             state = tuple(s.detach() for s in state)
             codes = model.codes()
-            logps, values, entropies, rewards, dones = [], [], [], [], []
+            logps, values, entropies, rewards, dones, kls = [], [], [], [], [], []
             for _ in range(cfg.seq):
-                bits = frame_bits(obs[:, 0], self.preset)
-                logits, value, state = model.step(
-                    torch.as_tensor(bits, dtype=torch.float64), state, codes)
+                bits = torch.as_tensor(frame_bits(obs[:, 0], self.preset), dtype=torch.float64)
+                logits, value, state = model.step(bits, state, codes)
+                if ref is not None:
+                    with torch.no_grad():
+                        ref_logits, _, ref_state = ref.step(bits, ref_state, ref_codes)
+                    kls.append(policy_kl(ref_logits, logits))
                 dist = torch.distributions.Categorical(logits=logits)
                 action = dist.sample()
                 obs, reward, term, trunc, _ = envs.step(
@@ -698,6 +755,8 @@ class Trainer:
                     self._episode_done(float(ep_score[i]), int(ep_steps[i]), "student")
                     ep_score[i], ep_steps[i] = 0.0, 0
                 state = model.reset_state(state, torch.as_tensor(done))
+                if ref is not None:
+                    ref_state = ref.reset_state(ref_state, torch.as_tensor(done))
             with torch.no_grad():
                 bits = frame_bits(obs[:, 0], self.preset)
                 _, next_value, _ = model.step(torch.as_tensor(bits, dtype=torch.float64),
@@ -719,6 +778,9 @@ class Trainer:
             pg = -(logp_t * adv_n).mean()
             vl = 0.5 * ((val_t - ret_t) ** 2).mean()
             loss = pg + cfg.value_coef * vl - cfg.entropy * ent_t.mean()
+            kl = torch.stack(kls).mean() if kls else None
+            if kl is not None:
+                loss = loss + cfg.kl_weight * kl
             self.opt.zero_grad()
             loss.backward()
             if self.counters["frames"] < cfg.critic_warmup:
@@ -735,7 +797,10 @@ class Trainer:
             self._loss_sum += loss.item()
             self._loss_n += 1
             warm = " critic warm-up" if self.counters["frames"] < cfg.critic_warmup else ""
-            self._tick(f"entropy {ent_t.mean().item():.2f} value loss {vl.item():.3f}{warm} ")
+            self._kl_sum += kl.item() if kl is not None else 0.0
+            anchor = f" kl {kl.item():.4f}" if kl is not None else ""
+            self._tick(f"entropy {ent_t.mean().item():.2f} value loss {vl.item():.3f}"
+                       f"{anchor}{warm} ")
         self.checkpoint()
 
     def run(self) -> None:

@@ -1,0 +1,146 @@
+"""A2C anchored to the policy it starts from (``--kl-weight``), and ``--init-ema``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mstpn.host.cli import main  # noqa: E402
+from mstpn.host.train.runlog import read_log  # noqa: E402
+from mstpn.host.train.trainer import (  # noqa: E402
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    policy_kl,
+)
+
+SMALL = ["--envs", "2", "--seq", "8", "--max-episode-steps", "120", "--progress-every", "0",
+         "--checkpoint-every", "600", "--encoder-lr-scale", "0"]
+
+
+def test_policy_kl_is_zero_only_at_the_reference_and_pulls_toward_it() -> None:
+    gen = torch.Generator().manual_seed(3)
+    ref = torch.randn(64, 3, generator=gen, dtype=torch.float64) * 4
+    assert torch.equal(policy_kl(ref, ref.clone()), torch.zeros(64, dtype=torch.float64))
+    # a shift of every logit by one constant is the same distribution
+    assert torch.allclose(policy_kl(ref, ref + 7.5), torch.zeros(64, dtype=torch.float64))
+    student = (ref + torch.randn(64, 3, generator=gen, dtype=torch.float64)).requires_grad_()
+    kl = policy_kl(ref, student)
+    p, q = torch.softmax(ref, -1), torch.softmax(student.detach(), -1)
+    assert torch.allclose(kl.detach(), (p * (p.log() - q.log())).sum(-1))
+    assert (kl > 0).all()
+    # its gradient is q - p: a small step against it lowers every row's divergence
+    kl.sum().backward()
+    assert torch.allclose(student.grad, q - p)
+    assert (policy_kl(ref, student.detach() - 0.1 * student.grad) < kl.detach()).all()
+
+
+def test_config_checks_the_anchor_and_init_ema() -> None:
+    with pytest.raises(ValueError, match="kl_weight must be a finite number"):
+        TrainConfig(out="x", stage="a2c", init="a.pt", kl_weight=-0.5)
+    with pytest.raises(ValueError, match="kl_weight must be a finite number"):
+        TrainConfig(out="x", stage="a2c", init="a.pt", kl_weight=float("nan"))
+    with pytest.raises(ValueError, match="kl_weight is an a2c stage option"):
+        TrainConfig(out="x", stage="dagger", init="a.pt", kl_weight=1.0)
+    with pytest.raises(ValueError, match="kl_weight needs init"):
+        TrainConfig(out="x", stage="a2c", kl_weight=1.0)
+    with pytest.raises(ValueError, match="init_ema needs init"):
+        TrainConfig(out="x", init_ema=True)
+
+
+def _init_run(tmp_path, ema: bool = True):
+    """A saved run whose running average differs from its latest parameters."""
+    trainer = Trainer(TrainConfig(out=str(tmp_path / "init"), seed=4))
+    with torch.no_grad():
+        for name in trainer.ema:
+            trainer.ema[name] = trainer.ema[name] + 0.01 * (1 + torch.arange(
+                trainer.ema[name].numel(), dtype=torch.float64).reshape(trainer.ema[name].shape)
+                % 7)
+    trainer.save()
+    path = tmp_path / "init" / "latest.pt"
+    if not ema:
+        ckpt = torch.load(path, weights_only=False)
+        ckpt["ema"] = None
+        torch.save(ckpt, path)
+    return path, load_checkpoint(path)
+
+
+def test_init_ema_starts_from_the_running_average(tmp_path) -> None:
+    path, ckpt = _init_run(tmp_path)
+    latest = Trainer(TrainConfig(out=str(tmp_path / "a"), init=str(path)))
+    average = Trainer(TrainConfig(out=str(tmp_path / "b"), init=str(path), init_ema=True))
+    for name, param in latest.model.named_parameters():
+        assert torch.equal(param.detach(), ckpt["model"][name])
+    for name, param in average.model.named_parameters():
+        assert torch.equal(param.detach(), ckpt["ema"][name])
+        assert not torch.equal(param.detach(), ckpt["model"][name]), name
+    # the new run's own average starts where it starts
+    assert all(torch.equal(average.ema[n], p.detach())
+               for n, p in average.model.named_parameters())
+    assert average.reference is None
+
+    bare, _ = _init_run(tmp_path / "bare", ema=False)
+    with pytest.raises(ValueError, match="holds no running average"):
+        Trainer(TrainConfig(out=str(tmp_path / "c"), init=str(bare), init_ema=True))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(TrainConfig(out=str(tmp_path / "d"), stage="a2c", init=str(tmp_path / "no.pt"),
+                            kl_weight=1.0))
+
+
+@pytest.mark.slow
+def test_kl_anchor_holds_the_student_near_the_frozen_reference(tmp_path, capsys) -> None:
+    path, ckpt = _init_run(tmp_path)
+    frames = 4 * 2 * 8 * 24  # 24 updates
+
+    # Over a critic warm-up as long as the run, the policy does not move: the divergence
+    # from the reference (the init's average) is exactly zero at every progress line.
+    warm = tmp_path / "warm"
+    assert main(["train", "--out", str(warm), "--stage", "a2c", "--init", str(path),
+                 "--init-ema", "--kl-weight", "1", "--critic-warmup", str(10**9),
+                 "--frames", str(frames), "--lr", "3e-3", *SMALL]) == 0
+    kls = [r["kl"] for r in read_log(warm / "log.jsonl") if r["kind"] == "progress"]
+    assert kls and all(k == 0.0 for k in kls)
+    assert " kl 0.0000" in capsys.readouterr().out
+
+    # Learning, the same seed with and without the anchor: the anchored student ends nearer
+    # the reference, and the reference itself is never trained.
+    ends = {}
+    for weight in (0.0, 30.0):
+        cfg = TrainConfig(out=str(tmp_path / f"kl-{weight}"), stage="a2c", init=str(path),
+                          init_ema=True, kl_weight=weight, frames=frames, envs=2, seq=8,
+                          lr=3e-3, encoder_lr_scale=0.0, entropy=0.0, max_episode_steps=120,
+                          progress_every=0.0, checkpoint_every=600.0, seed=5)
+        trainer = Trainer(cfg)
+        trainer.run()
+        reference = Trainer(TrainConfig(out=str(tmp_path / "ref"), stage="a2c", init=str(path),
+                                        init_ema=True, kl_weight=1.0)).reference
+        ends[weight] = _divergence(trainer.model, reference)
+        if trainer.reference is not None:
+            for name, param in trainer.reference.named_parameters():
+                assert torch.equal(param, ckpt["ema"][name]), name
+    assert ends[30.0] < ends[0.0], ends
+
+    # --resume rebuilds the reference from the run's init and goes on logging the divergence
+    run = tmp_path / "kl-30.0"
+    assert main(["train", "--out", str(run), "--resume", "--frames", str(frames + 4 * 2 * 8 * 4)]
+                ) == 0
+    records = [r for r in read_log(run / "log.jsonl") if r["kind"] == "progress"]
+    assert records[-1]["frames"] > frames and records[-1]["kl"] is not None
+    assert load_checkpoint(run / "latest.pt")["config"]["kl_weight"] == 30.0
+
+
+def _divergence(model, reference) -> float:
+    """Mean KL(reference || model) over fixed random sparse frames played as one episode."""
+    rng = np.random.default_rng(11)
+    pixels = model.preset.frame.pixels
+    bits = torch.as_tensor((rng.random((40, 4, pixels)) < 0.02).astype(np.float64))
+    total = 0.0
+    with torch.no_grad():
+        s, r = model.initial_state(4), reference.initial_state(4)
+        for t in range(len(bits)):
+            logits, _, s = model.step(bits[t], s)
+            ref_logits, _, r = reference.step(bits[t], r)
+            total += float(policy_kl(ref_logits, logits).mean())
+    return total / len(bits)
