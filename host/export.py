@@ -86,13 +86,18 @@ def export_checkpoint(
         "checkpoint_sha256": digest,
         "weights": "running average" if ema else "latest",
         "stage": cfg["stage"],
-        "teacher": cfg.get("teacher"),
         "train_seed": cfg["seed"],
         "frames": int(info["counters"]["frames"]),
         "wall_s": round(float(info["counters"]["wall_s"]), 1),
         "best_mean20": info["best"] if info["best"] not in (None, float("-inf")) else None,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    # Name only what shaped this stage: an A2C run's config still carries the default teacher.
+    if cfg["stage"] == "dagger":
+        meta["teacher"] = cfg.get("teacher")
+    else:
+        meta["init"] = cfg.get("init")
+        meta["kl_weight"] = cfg.get("kl_weight", 0.0)
     image = ParamImage.from_float(cfg["preset"], params, device, noise_seed=noise_seed, meta=meta)
     if spread_sigma:
         image = apply_spread(image, spread_sigma, spread_seed)

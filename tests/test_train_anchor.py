@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mstpn.host.cli import main  # noqa: E402
+from mstpn.host.export import export_checkpoint  # noqa: E402
 from mstpn.host.train.runlog import read_log  # noqa: E402
 from mstpn.host.train.trainer import (  # noqa: E402
     TrainConfig,
@@ -129,6 +130,11 @@ def test_kl_anchor_holds_the_student_near_the_frozen_reference(tmp_path, capsys)
     records = [r for r in read_log(run / "log.jsonl") if r["kind"] == "progress"]
     assert records[-1]["frames"] > frames and records[-1]["kl"] is not None
     assert load_checkpoint(run / "latest.pt")["config"]["kl_weight"] == 30.0
+
+    # The exported image names what made it: the init and the anchor, not the unused teacher.
+    meta = export_checkpoint(run / "latest.pt", tmp_path / "a2c.img", ema=True).meta
+    assert meta["stage"] == "a2c" and "teacher" not in meta
+    assert meta["init"] == str(path) and meta["kl_weight"] == 30.0
 
 
 def _divergence(model, reference) -> float:

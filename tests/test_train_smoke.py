@@ -96,6 +96,7 @@ def test_export_matches_student(tmp_path) -> None:
         trainer.model.plasticity.mul_(6.0)
     trainer.save()
     image = export_checkpoint(tmp_path / "run" / "latest.pt", tmp_path / "a.img")
+    assert image.meta["stage"] == "dagger" and image.meta["teacher"] == "search"
     model = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "latest.pt"))
     golden = GoldenModel.from_image(image, batch=2)
     rng = np.random.default_rng(0)
