@@ -69,20 +69,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     fields = {k: v for k, v in fields.items() if v is not None}
     fields["out"] = str(args.out)
-    fields["device"] = device
     if args.init:
         fields["init"] = str(args.init)
+    if args.resume:
+        from .train.trainer import resume_config
+
+        if device:
+            fields["device"] = device
+        try:  # before the run starts: a refused change is the caller's to mend
+            cfg, _ = resume_config(args.out, fields)
+        except (FileNotFoundError, ValueError) as exc:
+            raise _user_error(str(exc)) from None
+    else:
+        fields["device"] = device
+        try:
+            cfg = TrainConfig(**fields)
+        except ValueError as exc:
+            raise _user_error(str(exc)) from None
+        if (Path(args.out) / "latest.pt").exists():
+            raise _user_error(f"{args.out} already holds a run: continue it with --resume, or "
+                              "choose another --out")
     try:
-        cfg = TrainConfig(**fields)
-    except ValueError as exc:
-        raise _user_error(str(exc)) from None
-    if not args.resume and (Path(args.out) / "latest.pt").exists():
-        raise _user_error(
-            f"{args.out} already holds a run: continue it with --resume, or choose another --out"
-        )
-    try:
-        train(cfg, resume=args.resume)
-    except FileNotFoundError as exc:
+        train(cfg, resume=args.resume, given=fields)
+    except FileNotFoundError as exc:  # an init checkpoint that is gone
         raise _user_error(str(exc)) from None
     return 0
 
@@ -161,7 +170,10 @@ def add_train_commands(sub) -> None:
                        "(docs/training.md).")
     p.add_argument("--out", type=Path, required=True, help="the run's folder")
     p.add_argument("--stage", choices=["dagger", "a2c"], help="dagger (default) or a2c")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its own settings: --frames may extend "
+                        "its budget and --lr, --kl-weight and --entropy may change (logged); "
+                        "other settings that differ are refused")
     p.add_argument("--init", type=Path, help="start from this checkpoint's parameters")
     p.add_argument("--frames", type=int, help="emulated-frame budget (default 2,000,000)")
     p.add_argument("--seed", type=int, help="seed (default 0)")

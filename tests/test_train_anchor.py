@@ -15,6 +15,7 @@ from mstpn.host.train.trainer import (  # noqa: E402
     Trainer,
     load_checkpoint,
     policy_kl,
+    resume_config,
 )
 
 SMALL = ["--envs", "2", "--seq", "8", "--max-episode-steps", "120", "--progress-every", "0",
@@ -150,3 +151,49 @@ def _divergence(model, reference) -> float:
             ref_logits, _, r = reference.step(bits[t], r)
             total += float(policy_kl(ref_logits, logits).mean())
     return total / len(bits)
+
+
+def test_resume_may_change_the_step_sizes_and_refuses_the_rest(tmp_path, capsys) -> None:
+    """A resume keeps the run's settings; --lr, --kl-weight and --entropy may change, are logged
+    and reach the optimiser and the loss; any other setting given differently is refused before
+    anything runs."""
+    path, _ = _init_run(tmp_path)
+    run = tmp_path / "run"
+    cfg = TrainConfig(out=str(run), stage="a2c", init=str(path), init_ema=True, kl_weight=0.1,
+                      frames=64, envs=2, seq=8, lr=1e-4, encoder_lr_scale=0.5, entropy=0.0)
+    trainer = Trainer(cfg)
+    trainer.counters["frames"] = 64  # the budget is spent: a resume to 64 only checkpoints
+    trainer.save()
+    before = load_checkpoint(run / "latest.pt")
+    log = (run / "log.jsonl").read_bytes()
+
+    # refused, naming the setting, the run's value and the one given; nothing is written
+    assert main(["train", "--out", str(run), "--resume", "--envs", "4", "--seq", "8",
+                 "--lr", "5e-5"]) == 2
+    err = capsys.readouterr().err
+    assert "envs (the run's 2, given 4)" in err and "seq" not in err.split("keeps")[1]
+    assert "may change only lr, kl_weight, entropy" in err
+    assert main(["train", "--out", str(run), "--resume", "--level-shift", "2"]) == 2
+    assert "device" in capsys.readouterr().err
+    assert (run / "log.jsonl").read_bytes() == log
+    assert load_checkpoint(run / "latest.pt")["counters"] == before["counters"]
+
+    # the same values given again are no change
+    same, changes = resume_config(run, {"envs": 2, "lr": 1e-4, "frames": 8})
+    assert changes == {} and same.stage == "a2c" and same.kl_weight == 0.1
+
+    assert main(["train", "--out", str(run), "--resume", "--lr", "5e-5", "--kl-weight", "0.05",
+                 "--entropy", "0.001", "--envs", "2"]) == 0
+    assert "resumed with lr 0.0001 -> 5e-05, kl_weight 0.1 -> 0.05, entropy 0.0 -> 0.001" in (
+        capsys.readouterr().out)
+    records = [r for r in read_log(run / "log.jsonl") if r["kind"] == "config"]
+    assert records == [{"kind": "config", "frames": 64, "changed": {
+        "lr": [1e-4, 5e-5], "kl_weight": [0.1, 0.05], "entropy": [0.0, 0.001]}}]
+    after = load_checkpoint(run / "latest.pt")
+    assert (after["config"]["lr"], after["config"]["kl_weight"], after["config"]["entropy"]) == (
+        5e-5, 0.05, 0.001)
+    # the saved optimiser state came back with the new rates: the encoder's scaled, the rest
+    rates = [group["lr"] for group in after["optimizer"]["param_groups"]]
+    assert rates == [5e-5 * 0.5, 5e-5]
+    # and the reference stays the run's init
+    assert after["config"]["init"] == str(path)

@@ -25,8 +25,9 @@ gradients. Checkpoints (``latest.pt`` every ``--checkpoint-every`` seconds and a
 written atomically; ``--resume`` continues a killed run from ``latest.pt`` (parameters, optimiser,
 counters, wall time and random states; DAgger's replay buffer comes back from the
 ``buffer-N.npz`` file the checkpoint names, unfinished episodes included; the envs start
-afresh). A JSONL log (``log.jsonl``) and a learning curve (``curve.png``) are written beside
-them.
+afresh). A resume may extend the frame budget and change :data:`RESUME_CHANGEABLE` (the
+learning rate, the anchor's weight, the entropy bonus), logged as a ``config`` record. A JSONL
+log (``log.jsonl``) and a learning curve (``curve.png``) are written beside them.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -58,8 +60,14 @@ from .model import MSTPN
 from .phase import AUX_TARGETS, aux_targets, loss_weights
 from .runlog import JsonlLog, draw_curve
 
-__all__ = ["TrainConfig", "Trainer", "train", "load_checkpoint", "model_from_checkpoint",
-           "EMA_DECAY"]
+__all__ = ["TrainConfig", "Trainer", "train", "resume_config", "load_checkpoint",
+           "model_from_checkpoint", "EMA_DECAY", "RESUME_CHANGEABLE"]
+
+#: The settings a resumed run may change: how far each update moves the student, not what the
+#: run is (its stage, envs, model, seeds and init stay those it started with).
+RESUME_CHANGEABLE = ("lr", "kl_weight", "entropy")
+#: Settings that say how to run, not what: a resume takes them from its own call.
+_CALL_SETTINGS = ("out", "frames", "workers", "torch_threads")
 
 
 @dataclass
@@ -359,6 +367,7 @@ class Trainer:
                                             dtype=torch.float64)
             groups.append({"params": list(self.aux_head.parameters()), "lr": cfg.lr})
         self.opt = torch.optim.Adam(groups)
+        self._lrs = [group["lr"] for group in groups]
         self.counters = {"frames": 0, "steps": 0, "updates": 0, "episodes": 0, "wall_s": 0.0,
                           "labels": 0}
         self.best = -math.inf
@@ -378,6 +387,9 @@ class Trainer:
             self.model.load_state_dict(ckpt["model"])
             self._load_aux_head(ckpt)
             self.opt.load_state_dict(ckpt["optimizer"])
+            # The saved state carries the saved rates; a resume may have changed --lr.
+            for group, lr in zip(self.opt.param_groups, self._lrs, strict=True):
+                group["lr"] = lr
             self.counters.update(ckpt["counters"])
             self.best = ckpt.get("best", -math.inf)
             self.scores.extend(ckpt.get("scores", []))
@@ -836,15 +848,73 @@ class Trainer:
             self.log.close()
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Run one stage; return the run directory."""
+def resume_config(out: str | Path, given: Mapping[str, Any] | None = None
+                  ) -> tuple[TrainConfig, dict[str, list]]:
+    """The settings of the run in ``out``, as a resume called with ``given`` runs it.
+
+    The run keeps its own settings. ``given`` holds those the caller set: ``frames`` may extend
+    the budget, ``workers`` and ``torch_threads`` say how to run (the defaults where not given),
+    and those in :data:`RESUME_CHANGEABLE` may change.
+
+    Returns
+    -------
+    (TrainConfig, dict)
+        The settings, and each changed one as ``[saved, new]``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``out`` holds no checkpoint.
+    ValueError
+        ``given`` differs from the run in a setting that may not change on a resume, or makes
+        the settings inconsistent.
+    """
+    given = dict(given or {})
+    latest = Path(out) / "latest.pt"
+    if not latest.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint {latest}")
+    saved = load_checkpoint(latest)["config"]
+    changes: dict[str, list] = {}
+    fixed = []
+    for name, new in given.items():
+        if name in _CALL_SETTINGS or new == saved.get(name, new):
+            continue
+        if name in RESUME_CHANGEABLE:
+            changes[name] = [saved[name], new]
+        else:
+            fixed.append(f"{name} (the run's {saved[name]!r}, given {new!r})")
+    if fixed:
+        raise ValueError(
+            f"--resume: {out} keeps its own {', '.join(fixed)}; a resume may change only "
+            f"{', '.join(RESUME_CHANGEABLE)} (start a new run with --init for the rest)")
+    call = TrainConfig.__dataclass_fields__
+    merged = {**saved, "out": str(out),
+              "frames": max(given.get("frames", 0), saved["frames"]),
+              "workers": given.get("workers", call["workers"].default),
+              "torch_threads": given.get("torch_threads", call["torch_threads"].default)}
+    merged.update({name: new for name, (_, new) in changes.items()})
+    return TrainConfig(**merged), changes
+
+
+def train(cfg: TrainConfig, resume: bool = False, given: Mapping[str, Any] | None = None
+          ) -> Path:
+    """Run one stage; return the run directory.
+
+    With ``resume``, the run in ``cfg.out`` goes on with its own settings, merged by
+    :func:`resume_config` with ``given`` (the settings the caller set; by default ``cfg``'s
+    ``frames``, ``workers`` and ``torch_threads``); a changed setting is logged as a ``config``
+    record.
+    """
+    changes: dict[str, list] = {}
     if resume:
-        latest = Path(cfg.out) / "latest.pt"
-        if latest.exists():  # the run's own settings; only the frame budget may be extended
-            saved = load_checkpoint(latest)["config"]
-            # --workers and --torch-threads say how to run, not what: they come from the call.
-            cfg = TrainConfig(**{**saved, "out": cfg.out,
-                                 "frames": max(cfg.frames, saved["frames"]),
-                                 "workers": cfg.workers, "torch_threads": cfg.torch_threads})
-    Trainer(cfg, resume=resume).run()
+        if given is None:
+            given = {name: getattr(cfg, name) for name in _CALL_SETTINGS if name != "out"}
+        cfg, changes = resume_config(cfg.out, given)
+    trainer = Trainer(cfg, resume=resume)
+    if changes:
+        trainer.log.write({"kind": "config", "frames": trainer.counters["frames"],
+                           "changed": changes})
+        said = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changes.items())
+        print(f"mstpn train: resumed with {said}", flush=True)
+    trainer.run()
     return Path(cfg.out)
