@@ -76,11 +76,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         if device:
             fields["device"] = device
-        try:  # before the run starts: a refused change is the caller's to mend
-            cfg, _ = resume_config(args.out, fields)
+        try:
+            cfg, changes = resume_config(args.out, fields)
         except (FileNotFoundError, ValueError) as exc:
             raise _user_error(str(exc)) from None
     else:
+        changes = None
         fields["device"] = device
         try:
             cfg = TrainConfig(**fields)
@@ -90,7 +91,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise _user_error(f"{args.out} already holds a run: continue it with --resume, or "
                               "choose another --out")
     try:
-        train(cfg, resume=args.resume, given=fields)
+        train(cfg, resume=args.resume, changes=changes)
     except FileNotFoundError as exc:  # an init checkpoint that is gone
         raise _user_error(str(exc)) from None
     return 0

@@ -155,8 +155,8 @@ def _divergence(model, reference) -> float:
 
 def test_resume_may_change_the_step_sizes_and_refuses_the_rest(tmp_path, capsys) -> None:
     """A resume keeps the run's settings; --lr, --kl-weight and --entropy may change, are logged
-    and reach the optimiser and the loss; any other setting given differently is refused before
-    anything runs."""
+    and reach the optimiser and the saved settings; any other setting given differently is
+    refused before anything runs."""
     path, _ = _init_run(tmp_path)
     run = tmp_path / "run"
     cfg = TrainConfig(out=str(run), stage="a2c", init=str(path), init_ema=True, kl_weight=0.1,
@@ -181,6 +181,7 @@ def test_resume_may_change_the_step_sizes_and_refuses_the_rest(tmp_path, capsys)
     # the same values given again are no change
     same, changes = resume_config(run, {"envs": 2, "lr": 1e-4, "frames": 8})
     assert changes == {} and same.stage == "a2c" and same.kl_weight == 0.1
+    assert same.frames == 64  # a smaller budget does not shrink the run's
 
     assert main(["train", "--out", str(run), "--resume", "--lr", "5e-5", "--kl-weight", "0.05",
                  "--entropy", "0.001", "--envs", "2"]) == 0

@@ -366,8 +366,8 @@ class Trainer:
             self.aux_head = torch.nn.Linear(self.preset.hidden, len(AUX_TARGETS),
                                             dtype=torch.float64)
             groups.append({"params": list(self.aux_head.parameters()), "lr": cfg.lr})
+        lrs = [group["lr"] for group in groups]
         self.opt = torch.optim.Adam(groups)
-        self._lrs = [group["lr"] for group in groups]
         self.counters = {"frames": 0, "steps": 0, "updates": 0, "episodes": 0, "wall_s": 0.0,
                           "labels": 0}
         self.best = -math.inf
@@ -388,7 +388,7 @@ class Trainer:
             self._load_aux_head(ckpt)
             self.opt.load_state_dict(ckpt["optimizer"])
             # The saved state carries the saved rates; a resume may have changed --lr.
-            for group, lr in zip(self.opt.param_groups, self._lrs, strict=True):
+            for group, lr in zip(self.opt.param_groups, lrs, strict=True):
                 group["lr"] = lr
             self.counters.update(ckpt["counters"])
             self.best = ckpt.get("best", -math.inf)
@@ -896,22 +896,20 @@ def resume_config(out: str | Path, given: Mapping[str, Any] | None = None
     return TrainConfig(**merged), changes
 
 
-def train(cfg: TrainConfig, resume: bool = False, given: Mapping[str, Any] | None = None
+def train(cfg: TrainConfig, resume: bool = False, changes: dict[str, list] | None = None
           ) -> Path:
     """Run one stage; return the run directory.
 
-    With ``resume``, the run in ``cfg.out`` goes on with its own settings, merged by
-    :func:`resume_config` with ``given`` (the settings the caller set; by default ``cfg``'s
-    ``frames``, ``workers`` and ``torch_threads``); a changed setting is logged as a ``config``
-    record.
+    With ``resume``, the run in ``cfg.out`` goes on. ``cfg`` and ``changes`` are then what
+    :func:`resume_config` returned; without ``changes``, the run keeps its own settings and
+    takes only ``cfg``'s ``frames``, ``workers`` and ``torch_threads``. A changed setting is
+    logged as a ``config`` record.
     """
-    changes: dict[str, list] = {}
-    if resume:
-        if given is None:
-            given = {name: getattr(cfg, name) for name in _CALL_SETTINGS if name != "out"}
-        cfg, changes = resume_config(cfg.out, given)
+    if resume and changes is None:
+        call = {name: getattr(cfg, name) for name in _CALL_SETTINGS if name != "out"}
+        cfg, changes = resume_config(cfg.out, call)
     trainer = Trainer(cfg, resume=resume)
-    if changes:
+    if resume and changes:
         trainer.log.write({"kind": "config", "frames": trainer.counters["frames"],
                            "changed": changes})
         said = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changes.items())
