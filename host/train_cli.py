@@ -173,7 +173,8 @@ def add_train_commands(sub) -> None:
     p.add_argument("--stage", choices=["dagger", "a2c"], help="dagger (default) or a2c")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its own settings: --frames may extend "
-                        "its budget and --lr, --kl-weight and --entropy may change (logged); "
+                        "its budget and --lr, --encoder-lr-scale, --kl-weight and --entropy "
+                        "may change (logged); "
                         "other settings that differ are refused")
     p.add_argument("--init", type=Path, help="start from this checkpoint's parameters")
     p.add_argument("--frames", type=int, help="emulated-frame budget (default 2,000,000)")

@@ -154,9 +154,9 @@ def _divergence(model, reference) -> float:
 
 
 def test_resume_may_change_the_step_sizes_and_refuses_the_rest(tmp_path, capsys) -> None:
-    """A resume keeps the run's settings; --lr, --kl-weight and --entropy may change, are logged
-    and reach the optimiser and the saved settings; any other setting given differently is
-    refused before anything runs."""
+    """A resume keeps the run's settings; --lr, --encoder-lr-scale, --kl-weight and --entropy
+    may change, are logged and reach the optimiser and the saved settings; any other setting
+    given differently is refused before anything runs."""
     path, _ = _init_run(tmp_path)
     run = tmp_path / "run"
     cfg = TrainConfig(out=str(run), stage="a2c", init=str(path), init_ema=True, kl_weight=0.1,
@@ -172,7 +172,7 @@ def test_resume_may_change_the_step_sizes_and_refuses_the_rest(tmp_path, capsys)
                  "--lr", "5e-5"]) == 2
     err = capsys.readouterr().err
     assert "envs (the run's 2, given 4)" in err and "seq" not in err.split("keeps")[1]
-    assert "may change only lr, kl_weight, entropy" in err
+    assert "may change only lr, encoder_lr_scale, kl_weight, entropy" in err
     assert main(["train", "--out", str(run), "--resume", "--level-shift", "2"]) == 2
     assert "device" in capsys.readouterr().err
     assert (run / "log.jsonl").read_bytes() == log
@@ -184,17 +184,20 @@ def test_resume_may_change_the_step_sizes_and_refuses_the_rest(tmp_path, capsys)
     assert same.frames == 64  # a smaller budget does not shrink the run's
 
     assert main(["train", "--out", str(run), "--resume", "--lr", "5e-5", "--kl-weight", "0.05",
-                 "--entropy", "0.001", "--envs", "2"]) == 0
-    assert "resumed with lr 0.0001 -> 5e-05, kl_weight 0.1 -> 0.05, entropy 0.0 -> 0.001" in (
-        capsys.readouterr().out)
+                 "--entropy", "0.001", "--envs", "2", "--encoder-lr-scale", "2"]) == 0
+    assert ("resumed with lr 0.0001 -> 5e-05, encoder_lr_scale 0.5 -> 2.0, kl_weight 0.1 -> 0.05, "
+            "entropy 0.0 -> 0.001") in capsys.readouterr().out
     records = [r for r in read_log(run / "log.jsonl") if r["kind"] == "config"]
     assert records == [{"kind": "config", "frames": 64, "changed": {
-        "lr": [1e-4, 5e-5], "kl_weight": [0.1, 0.05], "entropy": [0.0, 0.001]}}]
+        "lr": [1e-4, 5e-5], "encoder_lr_scale": [0.5, 2.0], "kl_weight": [0.1, 0.05],
+        "entropy": [0.0, 0.001]}}]
     after = load_checkpoint(run / "latest.pt")
-    assert (after["config"]["lr"], after["config"]["kl_weight"], after["config"]["entropy"]) == (
-        5e-5, 0.05, 0.001)
-    # the saved optimiser state came back with the new rates: the encoder's scaled, the rest
+    saved = after["config"]
+    assert (saved["lr"], saved["encoder_lr_scale"], saved["kl_weight"], saved["entropy"]) == (
+        5e-5, 2.0, 0.05, 0.001)
+    # the saved optimiser state came back with the new rates: the encoder's at its new scale,
+    # the rest at the new lr
     rates = [group["lr"] for group in after["optimizer"]["param_groups"]]
-    assert rates == [5e-5 * 0.5, 5e-5]
+    assert rates == [5e-5 * 2.0, 5e-5]
     # and the reference stays the run's init
     assert after["config"]["init"] == str(path)

@@ -65,7 +65,7 @@ __all__ = ["TrainConfig", "Trainer", "train", "resume_config", "load_checkpoint"
 
 #: The settings a resumed run may change: how far each update moves the student, not what the
 #: run is (its stage, envs, model, seeds and init stay those it started with).
-RESUME_CHANGEABLE = ("lr", "kl_weight", "entropy")
+RESUME_CHANGEABLE = ("lr", "encoder_lr_scale", "kl_weight", "entropy")
 #: Settings that say how to run, not what: a resume takes them from its own call.
 _CALL_SETTINGS = ("out", "frames", "workers", "torch_threads")
 
