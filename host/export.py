@@ -16,6 +16,7 @@ from pathlib import Path
 from ..model.image import ParamImage
 from ..model.spread import apply_spread
 from ..spec.device import DeviceModel
+from .train.settings import DAGGER
 
 __all__ = ["checkpoint_params", "export_checkpoint"]
 
@@ -93,7 +94,7 @@ def export_checkpoint(
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     # Name only what shaped this stage: an A2C run's config still carries the default teacher.
-    if cfg["stage"] == "dagger":
+    if cfg["stage"] == DAGGER:
         meta["teacher"] = cfg.get("teacher")
     else:
         meta["init"] = cfg.get("init")

@@ -12,9 +12,16 @@ import json
 import sys
 from pathlib import Path
 
+from .train.settings import RESUME_CHANGEABLE, STAGES, option_name
 from .train.teacher import TEACHERS
 
 __all__ = ["add_train_commands"]
+
+
+def _said(settings: tuple[str, ...]) -> str:
+    """``a, b and c`` of the settings' options."""
+    options = [option_name(name) for name in settings]
+    return " and ".join([", ".join(options[:-1]), options[-1]] if len(options) > 1 else options)
 
 
 def _user_error(message: str) -> Exception:
@@ -170,11 +177,11 @@ def add_train_commands(sub) -> None:
                        description="Train the m-STPN Pong agent: one stage per run "
                        "(docs/training.md).")
     p.add_argument("--out", type=Path, required=True, help="the run's folder")
-    p.add_argument("--stage", choices=["dagger", "a2c"], help="dagger (default) or a2c")
+    p.add_argument("--stage", choices=STAGES,
+                   help=f"{' or '.join(STAGES)} (default {STAGES[0]})")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its own settings: --frames may extend "
-                        "its budget and --lr, --encoder-lr-scale, --kl-weight and --entropy "
-                        "may change (logged); "
+                        f"its budget and {_said(RESUME_CHANGEABLE)} may change (logged); "
                         "other settings that differ are refused")
     p.add_argument("--init", type=Path, help="start from this checkpoint's parameters")
     p.add_argument("--frames", type=int, help="emulated-frame budget (default 2,000,000)")

@@ -201,3 +201,26 @@ def test_resume_may_change_the_step_sizes_and_refuses_the_rest(tmp_path, capsys)
     assert rates == [5e-5 * 2.0, 5e-5]
     # and the reference stays the run's init
     assert after["config"]["init"] == str(path)
+
+
+def test_each_resume_changeable_setting_is_a_run_setting_and_an_option(capsys,
+                                                                       monkeypatch) -> None:
+    """The names a resume may change (kept torch-free for the CLI) are TrainConfig fields, each
+    has its option, and the ``--resume`` help names every one."""
+    from mstpn.host.cli import build_parser
+    from mstpn.host.train.settings import RESUME_CHANGEABLE, STAGES, option_name
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    [resume_help] = [line for line in capsys.readouterr().out.splitlines()
+                     if line.strip().startswith("--resume")]
+    for name in RESUME_CHANGEABLE:
+        assert name in TrainConfig.__dataclass_fields__
+        args = parser.parse_args(["train", "--out", "x", option_name(name), "0.5"])
+        assert getattr(args, name) == 0.5
+        assert option_name(name) in resume_help
+    assert TrainConfig(out="x").stage == STAGES[0]
+    with pytest.raises(ValueError, match="'dagger' or 'a2c'"):
+        TrainConfig(out="x", stage="ppo")

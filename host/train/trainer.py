@@ -59,13 +59,11 @@ from .collect import CollectorSpec, Segment, frame_bits, make_collectors, split_
 from .model import MSTPN
 from .phase import AUX_TARGETS, aux_targets, loss_weights
 from .runlog import JsonlLog, draw_curve
+from .settings import A2C, DAGGER, RESUME_CHANGEABLE, STAGES
 
 __all__ = ["TrainConfig", "Trainer", "train", "resume_config", "load_checkpoint",
            "model_from_checkpoint", "EMA_DECAY", "RESUME_CHANGEABLE"]
 
-#: The settings a resumed run may change: how far each update moves the student, not what the
-#: run is (its stage, envs, model, seeds and init stay those it started with).
-RESUME_CHANGEABLE = ("lr", "encoder_lr_scale", "kl_weight", "entropy")
 #: Settings that say how to run, not what: a resume takes them from its own call.
 _CALL_SETTINGS = ("out", "frames", "workers", "torch_threads")
 
@@ -75,7 +73,7 @@ class TrainConfig:
     """Everything that defines a training run (stored in its checkpoints)."""
 
     out: str
-    stage: str = "dagger"
+    stage: str = DAGGER
     frames: int = 2_000_000
     seed: int = 0
     preset: str = "icebreaker"
@@ -122,14 +120,14 @@ class TrainConfig:
     max_episode_steps: int = 0
 
     def __post_init__(self) -> None:
-        if self.stage not in ("dagger", "a2c"):
-            raise ValueError(f"unknown stage {self.stage!r}: 'dagger' or 'a2c'")
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}: {' or '.join(map(repr, STAGES))}")
         split_envs(self.envs, self.workers)  # raises on a bad count, naming it
         if not 0.0 <= self.away_weight <= 1.0:
             raise ValueError(f"away_weight must be in [0, 1], not {self.away_weight}")
         if not (math.isfinite(self.aux_weight) and self.aux_weight >= 0.0):
             raise ValueError(f"aux_weight must be a finite number >= 0, not {self.aux_weight}")
-        if self.aux_weight and self.stage != "dagger":
+        if self.aux_weight and self.stage != DAGGER:
             raise ValueError("aux_weight is a dagger stage option")
         if self.init_buffer and not self.init:
             raise ValueError("init_buffer needs init: the run whose replay buffer to start with")
@@ -138,7 +136,7 @@ class TrainConfig:
                              "from")
         if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0.0):
             raise ValueError(f"kl_weight must be a finite number >= 0, not {self.kl_weight}")
-        if self.kl_weight and self.stage != "a2c":
+        if self.kl_weight and self.stage != A2C:
             raise ValueError("kl_weight is an a2c stage option")
         if self.kl_weight and not self.init:
             raise ValueError("kl_weight needs init: the checkpoint whose policy is the reference")
@@ -830,7 +828,7 @@ class Trainer:
             handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
             signal.signal(signal.SIGTERM, stop)
         try:
-            if self.cfg.stage == "dagger":  # TrainConfig admits only the two
+            if self.cfg.stage == DAGGER:  # TrainConfig admits only the two
                 self.run_dagger()
             else:
                 self.run_a2c()

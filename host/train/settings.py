@@ -1,0 +1,26 @@
+"""The training stages' names and the settings a resume may change.
+
+Kept free of torch so that the CLI can build its choices and help text from them on the core
+install; :mod:`.trainer` and :mod:`mstpn.host.export` read them from here too.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DAGGER", "A2C", "STAGES", "RESUME_CHANGEABLE", "option_name"]
+
+#: Imitation of a teacher (docs/training.md, stage 1).
+DAGGER = "dagger"
+#: Actor-critic fine-tuning without a teacher (docs/training.md, stage 2).
+A2C = "a2c"
+#: Every stage, the default first.
+STAGES = (DAGGER, A2C)
+
+#: The settings a resumed run may change: how far each update moves the student, not what the
+#: run is (its stage, envs, model, seeds and init stay those it started with).
+RESUME_CHANGEABLE = ("lr", "encoder_lr_scale", "kl_weight", "entropy")
+
+
+def option_name(setting: str) -> str:
+    """The command-line option of a :class:`~.trainer.TrainConfig` field (``kl_weight`` ->
+    ``--kl-weight``)."""
+    return "--" + setting.replace("_", "-")
