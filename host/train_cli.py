@@ -21,7 +21,7 @@ __all__ = ["add_train_commands"]
 def _said(settings: tuple[str, ...]) -> str:
     """``a, b and c`` of the settings' options."""
     options = [option_name(name) for name in settings]
-    return " and ".join([", ".join(options[:-1]), options[-1]] if len(options) > 1 else options)
+    return ", ".join(options[:-1]) + " and " + options[-1] if len(options) > 1 else options[0]
 
 
 def _user_error(message: str) -> Exception:

@@ -25,8 +25,9 @@ gradients. Checkpoints (``latest.pt`` every ``--checkpoint-every`` seconds and a
 written atomically; ``--resume`` continues a killed run from ``latest.pt`` (parameters, optimiser,
 counters, wall time and random states; DAgger's replay buffer comes back from the
 ``buffer-N.npz`` file the checkpoint names, unfinished episodes included; the envs start
-afresh). A resume may extend the frame budget and change :data:`RESUME_CHANGEABLE` (the
-learning rate, the anchor's weight, the entropy bonus), logged as a ``config`` record. A JSONL
+afresh). A resume may extend the frame budget and change :data:`.settings.RESUME_CHANGEABLE`
+(the learning rate, the encoder's share of it, the anchor's weight, the entropy bonus), logged
+as a ``config`` record. A JSONL
 log (``log.jsonl``) and a learning curve (``curve.png``) are written beside them.
 """
 
@@ -62,7 +63,7 @@ from .runlog import JsonlLog, draw_curve
 from .settings import A2C, DAGGER, RESUME_CHANGEABLE, STAGES
 
 __all__ = ["TrainConfig", "Trainer", "train", "resume_config", "load_checkpoint",
-           "model_from_checkpoint", "EMA_DECAY", "RESUME_CHANGEABLE"]
+           "model_from_checkpoint", "EMA_DECAY"]
 
 #: Settings that say how to run, not what: a resume takes them from its own call.
 _CALL_SETTINGS = ("out", "frames", "workers", "torch_threads")
@@ -852,7 +853,7 @@ def resume_config(out: str | Path, given: Mapping[str, Any] | None = None
 
     The run keeps its own settings. ``given`` holds those the caller set: ``frames`` may extend
     the budget, ``workers`` and ``torch_threads`` say how to run (the defaults where not given),
-    and those in :data:`RESUME_CHANGEABLE` may change.
+    and those in :data:`.settings.RESUME_CHANGEABLE` may change.
 
     Returns
     -------
