@@ -215,6 +215,13 @@ def add_train_commands(sub) -> None:
                    help="A2C with --init: weight of KL(init's policy || the student's) per step, "
                         "which keeps the student near the policy it started from (default 0: "
                         "none; docs/training.md)")
+    p.add_argument("--ppo-epochs", type=int, metavar="E",
+                   help="A2C: PPO's clipped update, E passes over each rollout (default 0: "
+                        "plain A2C, one step per rollout; docs/training.md)")
+    p.add_argument("--ppo-clip", type=float, metavar="C",
+                   help="PPO: clip the policy ratio to 1 +- C (default 0.1)")
+    p.add_argument("--ppo-minibatches", type=int, metavar="M",
+                   help="PPO: each pass splits the envs into M groups, one step each (default 4)")
     p.add_argument("--min-buffer", type=int, help="DAgger: labels before the first update")
     p.add_argument("--beta", type=float, help="DAgger: initial teacher-driven share (0.5)")
     p.add_argument("--beta-frames", type=int, help="DAgger: frames over which beta decays")

@@ -218,8 +218,9 @@ def test_each_resume_changeable_setting_is_a_run_setting_and_an_option(capsys,
                      if line.strip().startswith("--resume")]
     for name in RESUME_CHANGEABLE:
         assert name in TrainConfig.__dataclass_fields__
-        args = parser.parse_args(["train", "--out", "x", option_name(name), "0.5"])
-        assert getattr(args, name) == 0.5
+        kind = type(TrainConfig.__dataclass_fields__[name].default)
+        args = parser.parse_args(["train", "--out", "x", option_name(name), str(kind(2.5))])
+        assert getattr(args, name) == kind(2.5)
         assert option_name(name) in resume_help
     assert TrainConfig(out="x").stage == STAGES[0]
     with pytest.raises(ValueError, match="'dagger' or 'a2c'"):

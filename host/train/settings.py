@@ -17,7 +17,8 @@ STAGES = (DAGGER, A2C)
 
 #: The settings a resumed run may change: how far each update moves the student, not what the
 #: run is (its stage, envs, model, seeds and init stay those it started with).
-RESUME_CHANGEABLE = ("lr", "encoder_lr_scale", "kl_weight", "entropy")
+RESUME_CHANGEABLE = (
+    "lr", "encoder_lr_scale", "kl_weight", "entropy", "ppo_epochs", "ppo_clip", "ppo_minibatches")
 
 
 def option_name(setting: str) -> str:

@@ -17,7 +17,8 @@ run's checkpoint):
     ale-py's native vector env (:func:`mstpn.spec.env.make_vector_env`, the same frames) and
     advantage actor-critic: rollouts of ``seq`` steps, truncated BPTT through the plastic state
     carried across rollouts, GAE, an entropy bonus. No teacher: the student can pass it. With
-    ``--critic-warmup N`` only the critic head learns during the first N frames.
+    ``--critic-warmup N`` only the critic head learns during the first N frames. With
+    ``--ppo-epochs E``, PPO's clipped update replaces A2C's single step per rollout.
 
 Every stage trains :class:`.model.MSTPN`, the golden model's arithmetic with straight-through
 gradients. Checkpoints (``latest.pt`` every ``--checkpoint-every`` seconds and at the end,
@@ -26,7 +27,8 @@ written atomically; ``--resume`` continues a killed run from ``latest.pt`` (para
 counters, wall time and random states; DAgger's replay buffer comes back from the
 ``buffer-N.npz`` file the checkpoint names, unfinished episodes included; the envs start
 afresh). A resume may extend the frame budget and change :data:`.settings.RESUME_CHANGEABLE`
-(the learning rate, the encoder's share of it, the anchor's weight, the entropy bonus), logged
+(the learning rate, the encoder's share of it, the anchor's weight, the entropy bonus, PPO's
+epochs, clip and minibatches), logged
 as a ``config`` record. A JSONL
 log (``log.jsonl``) and a learning curve (``curve.png``) are written beside them.
 """
@@ -118,6 +120,12 @@ class TrainConfig:
     #: policy that ``init`` (and ``init_ema``) names; it keeps the student near that policy
     #: (0: none).
     kl_weight: float = 0.0
+    #: A2C: PPO's clipped update. Each rollout is replayed this many times, in
+    #: ``ppo_minibatches`` groups of envs, with one optimiser step per group and the policy
+    #: ratio clipped to 1 +- ``ppo_clip`` (0: plain A2C, one step per rollout).
+    ppo_epochs: int = 0
+    ppo_clip: float = 0.1
+    ppo_minibatches: int = 4
     max_episode_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -141,6 +149,18 @@ class TrainConfig:
             raise ValueError("kl_weight is an a2c stage option")
         if self.kl_weight and not self.init:
             raise ValueError("kl_weight needs init: the checkpoint whose policy is the reference")
+        if not (isinstance(self.ppo_epochs, int) and self.ppo_epochs >= 0):
+            raise ValueError(f"ppo_epochs must be a whole number >= 0, not {self.ppo_epochs!r}")
+        if self.ppo_epochs and self.stage != A2C:
+            raise ValueError("ppo_epochs is an a2c stage option")
+        if not (math.isfinite(self.ppo_clip) and 0.0 < self.ppo_clip < 1.0):
+            raise ValueError(f"ppo_clip must be in (0, 1), not {self.ppo_clip}")
+        if not (isinstance(self.ppo_minibatches, int) and 1 <= self.ppo_minibatches):
+            raise ValueError(
+                f"ppo_minibatches must be a whole number >= 1, not {self.ppo_minibatches!r}")
+        if self.ppo_epochs and self.ppo_minibatches > self.envs:
+            raise ValueError(f"ppo_minibatches ({self.ppo_minibatches}) splits the envs: it may "
+                             f"not exceed envs ({self.envs})")
 
 
 #: Per update, the averaged parameters (``--ema`` of ``mstpn export``) keep this much of their
@@ -342,6 +362,20 @@ class EpisodeBuffer:
         return Windows(bits, labels, reset, valid, known)
 
 
+class Rollout(NamedTuple):
+    """One A2C rollout, a list per field with one entry per step (each over the envs)."""
+
+    bits: list        # the frames the student saw, uint8 (envs, pixels)
+    actions: list     # the sampled actions
+    logps: list       # their log-probabilities under the rollout's policy
+    entropies: list
+    values: list      # the critic's values
+    rewards: list
+    dones: list       # 1.0 where the episode ended at this step (the state was then zeroed)
+    kls: list         # KL(reference || student), with an anchor
+    ref_logits: list  # the reference's logits, with an anchor
+
+
 # --- the trainer ------------------------------------------------------------------------------
 
 
@@ -434,6 +468,8 @@ class Trainer:
         self._loss_sum, self._loss_n = 0.0, 0
         self._aux_sum = 0.0
         self._kl_sum = 0.0
+        #: The last PPO update's means over its steps (and the replay's first log-ratio).
+        self.ppo_stats: dict[str, float] = {}
 
     @staticmethod
     def _load_init(cfg: TrainConfig) -> dict:
@@ -477,10 +513,12 @@ class Trainer:
         torch.save(ckpt, buf)
         atomic_write_bytes(self.dir / name, buf.getvalue())
 
-    def _step(self) -> None:
-        """The optimiser's step, then the running average's."""
+    def _step(self, average: bool = True) -> None:
+        """The optimiser's step, then (with ``average``) the running average's."""
         self.opt.step()
         self.counters["updates"] += 1
+        if not average:
+            return
         with torch.no_grad():
             for name, param in self.model.named_parameters():
                 self.ema[name].lerp_(param, 1.0 - EMA_DECAY)
@@ -722,9 +760,11 @@ class Trainer:
     # --- A2C -----------------------------------------------------------------------------------
 
     def run_a2c(self) -> None:
-        """Advantage actor-critic with truncated BPTT through the plastic state."""
+        """Advantage actor-critic with truncated BPTT through the plastic state; with
+        ``ppo_epochs``, PPO's clipped update on the same rollouts."""
         cfg = self.cfg
         n = cfg.envs
+        ppo = cfg.ppo_epochs > 0
         envs = make_vector_env(n, threads=cfg.env_threads, sticky=STICKY,
                                autoreset_mode="SameStep")
         obs, _ = envs.reset(seed=int(self.env_seed_base + self.counters["episodes"]))
@@ -739,80 +779,179 @@ class Trainer:
         ep_steps = np.zeros(n, dtype=np.int64)
         while self.counters["frames"] < cfg.frames:
             state = tuple(s.detach() for s in state)
-            codes = model.codes()
-            logps, values, entropies, rewards, dones, kls = [], [], [], [], [], []
-            for _ in range(cfg.seq):
-                bits = torch.as_tensor(frame_bits(obs[:, 0], self.preset), dtype=torch.float64)
-                logits, value, state = model.step(bits, state, codes)
-                if ref is not None:
-                    with torch.no_grad():
-                        ref_logits, _, ref_state = ref.step(bits, ref_state, ref_codes)
-                    kls.append(policy_kl(ref_logits, logits))
-                dist = torch.distributions.Categorical(logits=logits)
-                action = dist.sample()
-                obs, reward, term, trunc, _ = envs.step(
-                    np.asarray(ALE_ACTIONS)[action.numpy()])
-                done = np.logical_or(term, trunc)
-                logps.append(dist.log_prob(action))
-                entropies.append(dist.entropy())
-                values.append(value)
-                rewards.append(torch.as_tensor(reward, dtype=torch.float64))
-                dones.append(torch.as_tensor(done, dtype=torch.float64))
-                ep_score += reward
-                ep_steps += 1
-                self.counters["frames"] += FRAMESKIP * n
-                self.counters["steps"] += n
-                for i in np.flatnonzero(done):
-                    self._episode_done(float(ep_score[i]), int(ep_steps[i]), "student")
-                    ep_score[i], ep_steps[i] = 0.0, 0
-                state = model.reset_state(state, torch.as_tensor(done))
-                if ref is not None:
-                    ref_state = ref.reset_state(ref_state, torch.as_tensor(done))
+            start = state
+            roll = Rollout([], [], [], [], [], [], [], [], [])
+            # PPO replays the rollout under its own gradients; plain A2C back-propagates
+            # through this pass.
+            with torch.set_grad_enabled(not ppo):
+                codes = model.codes()
+                for _ in range(cfg.seq):
+                    frame = frame_bits(obs[:, 0], self.preset)
+                    bits = torch.as_tensor(frame, dtype=torch.float64)
+                    logits, value, state = model.step(bits, state, codes)
+                    if ref is not None:
+                        with torch.no_grad():
+                            ref_logits, _, ref_state = ref.step(bits, ref_state, ref_codes)
+                        roll.kls.append(policy_kl(ref_logits, logits))
+                        roll.ref_logits.append(ref_logits)
+                    dist = torch.distributions.Categorical(logits=logits)
+                    action = dist.sample()
+                    obs, reward, term, trunc, _ = envs.step(
+                        np.asarray(ALE_ACTIONS)[action.numpy()])
+                    done = np.logical_or(term, trunc)
+                    roll.bits.append(torch.as_tensor(frame, dtype=torch.uint8))
+                    roll.actions.append(action)
+                    roll.logps.append(dist.log_prob(action))
+                    roll.entropies.append(dist.entropy())
+                    roll.values.append(value)
+                    roll.rewards.append(torch.as_tensor(reward, dtype=torch.float64))
+                    roll.dones.append(torch.as_tensor(done, dtype=torch.float64))
+                    ep_score += reward
+                    ep_steps += 1
+                    self.counters["frames"] += FRAMESKIP * n
+                    self.counters["steps"] += n
+                    for i in np.flatnonzero(done):
+                        self._episode_done(float(ep_score[i]), int(ep_steps[i]), "student")
+                        ep_score[i], ep_steps[i] = 0.0, 0
+                    state = model.reset_state(state, torch.as_tensor(done))
+                    if ref is not None:
+                        ref_state = ref.reset_state(ref_state, torch.as_tensor(done))
             with torch.no_grad():
                 bits = frame_bits(obs[:, 0], self.preset)
                 _, next_value, _ = model.step(torch.as_tensor(bits, dtype=torch.float64),
-                                              tuple(s.detach() for s in state), codes)
-            adv, ret = [], []
-            gae = torch.zeros(n, dtype=torch.float64)
-            nv = next_value
-            for t in reversed(range(cfg.seq)):
-                nonterm = 1.0 - dones[t]
-                delta = rewards[t] + cfg.gamma * nv * nonterm - values[t].detach()
-                gae = delta + cfg.gamma * cfg.gae * nonterm * gae
-                adv.append(gae)
-                ret.append(gae + values[t].detach())
-                nv = values[t].detach()
-            adv_t = torch.stack(adv[::-1])
-            ret_t = torch.stack(ret[::-1])
+                                              tuple(s.detach() for s in state), model.codes())
+            adv_t, ret_t = self._gae(roll, next_value)
             adv_n = (adv_t - adv_t.mean()) / (adv_t.std() + 1e-8)
-            logp_t, val_t, ent_t = torch.stack(logps), torch.stack(values), torch.stack(entropies)
-            pg = -(logp_t * adv_n).mean()
-            vl = 0.5 * ((val_t - ret_t) ** 2).mean()
-            loss = pg + cfg.value_coef * vl - cfg.entropy * ent_t.mean()
-            kl = torch.stack(kls).mean() if kls else None
-            if kl is not None:
-                loss = loss + cfg.kl_weight * kl
-            self.opt.zero_grad()
-            loss.backward()
-            if self.counters["frames"] < cfg.critic_warmup:
-                # A critic fresh from DAgger is noise; its advantages would undo the policy
-                # before they mean anything. Only the critic head learns until it has seen
-                # --critic-warmup frames (Adam leaves parameters without a gradient alone).
-                critic = {id(p) for p in model.critic.parameters()}
-                for p in model.parameters():
-                    if id(p) not in critic:
-                        p.grad = None
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.grad is not None], cfg.grad_clip)
-            self._step()
+            if ppo:
+                extra = self._ppo_update(start, roll, adv_n, ret_t)
+            else:
+                extra = self._a2c_update(roll, adv_n, ret_t)
+            warm = " critic warm-up" if self.counters["frames"] < cfg.critic_warmup else ""
+            self._tick(f"{extra}{warm} ")
+        self.checkpoint()
+
+    def _gae(self, roll: Rollout, next_value: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generalised advantage estimates and value targets, (seq, envs) each."""
+        cfg = self.cfg
+        adv, ret = [], []
+        gae = torch.zeros_like(next_value)
+        nv = next_value
+        for t in reversed(range(len(roll.rewards))):
+            nonterm = 1.0 - roll.dones[t]
+            value = roll.values[t].detach()
+            delta = roll.rewards[t] + cfg.gamma * nv * nonterm - value
+            gae = delta + cfg.gamma * cfg.gae * nonterm * gae
+            adv.append(gae)
+            ret.append(gae + value)
+            nv = value
+        return torch.stack(adv[::-1]), torch.stack(ret[::-1])
+
+    def _a2c_update(self, roll: Rollout, adv_n: torch.Tensor, ret_t: torch.Tensor) -> str:
+        """One step down the A2C loss, through the rollout's own graph."""
+        cfg = self.cfg
+        logp_t, val_t = torch.stack(roll.logps), torch.stack(roll.values)
+        ent_t = torch.stack(roll.entropies)
+        pg = -(logp_t * adv_n).mean()
+        vl = 0.5 * ((val_t - ret_t) ** 2).mean()
+        loss = pg + cfg.value_coef * vl - cfg.entropy * ent_t.mean()
+        kl = torch.stack(roll.kls).mean() if roll.kls else None
+        if kl is not None:
+            loss = loss + cfg.kl_weight * kl
+        self._learn(loss)
+        self._kl_sum += kl.item() if kl is not None else 0.0
+        anchor = f" kl {kl.item():.4f}" if kl is not None else ""
+        return f"entropy {ent_t.mean().item():.2f} value loss {vl.item():.3f}{anchor}"
+
+    def _ppo_update(self, start: tuple, roll: Rollout, adv_n: torch.Tensor,
+                    ret_t: torch.Tensor) -> str:
+        """PPO's clipped update: ``ppo_epochs`` passes over the rollout, each in
+        ``ppo_minibatches`` groups of envs.
+
+        A group's sequences are replayed from their plastic state at the rollout's start, so
+        the gradient flows through ``seq`` steps of F and h as in A2C. The running average
+        moves once per rollout, as it does in A2C, so that its time constant in frames stays.
+        """
+        cfg = self.cfg
+        model = self.model
+        bits = torch.stack(roll.bits)
+        actions = torch.stack(roll.actions)
+        dones = torch.stack(roll.dones).bool()
+        old_logp = torch.stack(roll.logps)
+        ref_logits = torch.stack(roll.ref_logits) if roll.ref_logits else None
+        sums = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "value": 0.0, "clipped": 0.0,
+                "drift": 0.0}
+        n_steps = 0
+        for epoch in range(cfg.ppo_epochs):
+            groups = np.array_split(self.rng.permutation(cfg.envs), cfg.ppo_minibatches)
+            for g, group in enumerate(groups):
+                idx = torch.as_tensor(group)
+                st = tuple(s[idx] for s in start)
+                codes = model.codes()
+                logps, values, entropies, kls = [], [], [], []
+                for t in range(len(roll.bits)):
+                    logits, value, st = model.step(bits[t, idx].to(torch.float64), st, codes)
+                    logp_all = torch.log_softmax(logits, dim=-1)
+                    logps.append(logp_all.gather(1, actions[t, idx, None])[:, 0])
+                    entropies.append(-(logp_all.exp() * logp_all).sum(-1))
+                    values.append(value)
+                    if ref_logits is not None:
+                        kls.append(policy_kl(ref_logits[t, idx], logits))
+                    st = model.reset_state(st, dones[t, idx])
+                logp_t, val_t = torch.stack(logps), torch.stack(values)
+                ent_t = torch.stack(entropies)
+                adv = adv_n[:, idx]
+                log_ratio = logp_t - old_logp[:, idx]
+                ratio = torch.exp(log_ratio)
+                clipped = torch.clamp(ratio, 1.0 - cfg.ppo_clip, 1.0 + cfg.ppo_clip)
+                pg = -torch.minimum(ratio * adv, clipped * adv).mean()
+                vl = 0.5 * ((val_t - ret_t[:, idx]) ** 2).mean()
+                loss = pg + cfg.value_coef * vl - cfg.entropy * ent_t.mean()
+                kl = torch.stack(kls).mean() if kls else None
+                if kl is not None:
+                    loss = loss + cfg.kl_weight * kl
+                last = epoch == cfg.ppo_epochs - 1 and g == len(groups) - 1
+                self._learn(loss, average=last, count=False)
+                with torch.no_grad():
+                    sums["loss"] += loss.item()
+                    sums["kl"] += kl.item() if kl is not None else 0.0
+                    sums["entropy"] += ent_t.mean().item()
+                    sums["value"] += vl.item()
+                    sums["clipped"] += ((ratio - 1.0).abs() > cfg.ppo_clip).double().mean().item()
+                    # The rollout policy's KL from the updated one, estimated from the samples.
+                    sums["drift"] += ((ratio - 1.0) - log_ratio).mean().item()
+                    if epoch == 0 and g == 0:
+                        # Before any step the replay is the rollout: the ratio is 1.
+                        first = log_ratio.abs().max().item()
+                n_steps += 1
+        mean = {k: v / n_steps for k, v in sums.items()}
+        self.ppo_stats = {**mean, "first_log_ratio": first}
+        self._loss_sum += mean["loss"]
+        self._loss_n += 1
+        self._kl_sum += mean["kl"]
+        anchor = f" kl {mean['kl']:.4f}" if ref_logits is not None else ""
+        return (f"entropy {mean['entropy']:.2f} value loss {mean['value']:.3f}{anchor} "
+                f"clipped {mean['clipped']:.3f} drift {mean['drift']:.4f}")
+
+    def _learn(self, loss: torch.Tensor, average: bool = True, count: bool = True) -> None:
+        """Back-propagate ``loss`` and take one optimiser step (and, with ``average``, one of
+        the running average); with ``count``, add the loss to the progress line's mean."""
+        self.opt.zero_grad()
+        loss.backward()
+        if self.counters["frames"] < self.cfg.critic_warmup:
+            # A critic fresh from DAgger is noise; its advantages would undo the policy
+            # before they mean anything. Only the critic head learns until it has seen
+            # --critic-warmup frames (Adam leaves parameters without a gradient alone).
+            critic = {id(p) for p in self.model.critic.parameters()}
+            for p in self.model.parameters():
+                if id(p) not in critic:
+                    p.grad = None
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in self.model.parameters() if p.grad is not None], self.cfg.grad_clip)
+        self._step(average)
+        if count:
             self._loss_sum += loss.item()
             self._loss_n += 1
-            warm = " critic warm-up" if self.counters["frames"] < cfg.critic_warmup else ""
-            self._kl_sum += kl.item() if kl is not None else 0.0
-            anchor = f" kl {kl.item():.4f}" if kl is not None else ""
-            self._tick(f"entropy {ent_t.mean().item():.2f} value loss {vl.item():.3f}"
-                       f"{anchor}{warm} ")
-        self.checkpoint()
 
     def run(self) -> None:
         """Run the configured stage to its frame budget."""
@@ -872,7 +1011,10 @@ def resume_config(out: str | Path, given: Mapping[str, Any] | None = None
     latest = Path(out) / "latest.pt"
     if not latest.exists():
         raise FileNotFoundError(f"--resume: no checkpoint {latest}")
-    saved = load_checkpoint(latest)["config"]
+    # A setting newer than the run's checkpoint takes its default, which the run used.
+    saved = {name: f.default for name, f in TrainConfig.__dataclass_fields__.items()
+             if f.default is not dataclasses.MISSING}
+    saved.update(load_checkpoint(latest)["config"])
     changes: dict[str, list] = {}
     fixed = []
     for name, new in given.items():
