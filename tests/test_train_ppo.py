@@ -66,6 +66,9 @@ def test_ppo_trains_resumes_and_changes_its_settings_on_a_resume(tmp_path, capsy
     moved = max((first["model"][n] - p.detach()).abs().max().item()
                 for n, p in fresh.model.named_parameters())
     assert moved > 1e-3
+    averaged = max((first["ema"][n] - p.detach()).abs().max().item()
+                   for n, p in fresh.model.named_parameters())
+    assert 0.0 < averaged < moved  # the average steps once per rollout, by 1 - EMA_DECAY
 
     assert main(["train", "--out", str(run), "--resume", "--frames", "512", "--ppo-clip", "0.2",
                  "--ppo-epochs", "1", "--ppo-minibatches", "4"]) == 0
