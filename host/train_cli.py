@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .train.settings import RESUME_CHANGEABLE, STAGES, option_name
+from .train.settings import KL_DIRECTIONS, RESUME_CHANGEABLE, STAGES, option_name
 from .train.teacher import TEACHERS
 
 __all__ = ["add_train_commands"]
@@ -215,6 +215,10 @@ def add_train_commands(sub) -> None:
                    help="A2C with --init: weight of KL(init's policy || the student's) per step, "
                         "which keeps the student near the policy it started from (default 0: "
                         "none; docs/training.md)")
+    p.add_argument("--kl-direction", choices=KL_DIRECTIONS,
+                   help="A2C: 'forward' is the KL above; 'reverse' is KL(the student's policy || "
+                        "init's), which lets the student grow surer than init where init "
+                        "hesitates (default forward)")
     p.add_argument("--ppo-epochs", type=int, metavar="E",
                    help="A2C: PPO's clipped update, E passes over each rollout (default 0: "
                         "plain A2C, one step per rollout; docs/training.md)")

@@ -39,6 +39,30 @@ def test_policy_kl_is_zero_only_at_the_reference_and_pulls_toward_it() -> None:
     assert (policy_kl(ref, student.detach() - 0.1 * student.grad) < kl.detach()).all()
 
 
+def test_reverse_kl_is_the_students_divergence_and_lets_it_grow_surer() -> None:
+    gen = torch.Generator().manual_seed(8)
+    ref = torch.randn(64, 3, generator=gen, dtype=torch.float64) * 4
+    assert torch.equal(policy_kl(ref, ref.clone(), reverse=True),
+                       torch.zeros(64, dtype=torch.float64))
+    student = (ref + torch.randn(64, 3, generator=gen, dtype=torch.float64)).requires_grad_()
+    kl = policy_kl(ref, student, reverse=True)
+    p, q = torch.softmax(ref, -1), torch.softmax(student.detach(), -1)
+    assert torch.allclose(kl.detach(), (q * (q.log() - p.log())).sum(-1))
+    assert not torch.allclose(kl.detach(), policy_kl(ref, student.detach()))
+    kl.sum().backward()
+    assert (policy_kl(ref, student.detach() - 0.1 * student.grad, reverse=True)
+            < kl.detach()).all()
+    # A reference that hesitates (0.8 / 0.1 / 0.1) and a student sure of its first choice
+    # (0.98 / 0.01 / 0.01): the forward KL charges the student for the actions it dropped,
+    # the reverse one charges it far less.
+    hesitant = torch.tensor([[0.8, 0.1, 0.1]], dtype=torch.float64).log()
+    sure = torch.tensor([[0.98, 0.01, 0.01]], dtype=torch.float64).log()
+    forward, reverse = policy_kl(hesitant, sure), policy_kl(hesitant, sure, reverse=True)
+    assert torch.allclose(forward, torch.tensor([0.8 * np.log(0.8 / 0.98) + 0.2 * np.log(10)],
+                                                dtype=torch.float64))
+    assert reverse < 0.6 * forward
+
+
 def test_config_checks_the_anchor_and_init_ema() -> None:
     with pytest.raises(ValueError, match="kl_weight must be a finite number"):
         TrainConfig(out="x", stage="a2c", init="a.pt", kl_weight=-0.5)
@@ -50,6 +74,9 @@ def test_config_checks_the_anchor_and_init_ema() -> None:
         TrainConfig(out="x", stage="a2c", kl_weight=1.0)
     with pytest.raises(ValueError, match="init_ema needs init"):
         TrainConfig(out="x", init_ema=True)
+    with pytest.raises(ValueError, match="unknown kl_direction 'backward': 'forward' or "
+                                         "'reverse'"):
+        TrainConfig(out="x", stage="a2c", init="a.pt", kl_weight=1.0, kl_direction="backward")
 
 
 def _init_run(tmp_path, ema: bool = True):
@@ -208,7 +235,7 @@ def test_each_resume_changeable_setting_is_a_run_setting_and_an_option(capsys,
     """The names a resume may change (kept torch-free for the CLI) are TrainConfig fields, each
     has its option, and the ``--resume`` help names every one."""
     from mstpn.host.cli import build_parser
-    from mstpn.host.train.settings import RESUME_CHANGEABLE, STAGES, option_name
+    from mstpn.host.train.settings import KL_DIRECTIONS, RESUME_CHANGEABLE, STAGES, option_name
 
     monkeypatch.setenv("COLUMNS", "1000")  # one line per option
     parser = build_parser()
@@ -219,9 +246,39 @@ def test_each_resume_changeable_setting_is_a_run_setting_and_an_option(capsys,
     for name in RESUME_CHANGEABLE:
         assert name in TrainConfig.__dataclass_fields__
         kind = type(TrainConfig.__dataclass_fields__[name].default)
-        args = parser.parse_args(["train", "--out", "x", option_name(name), str(kind(2.5))])
-        assert getattr(args, name) == kind(2.5)
+        value = KL_DIRECTIONS[-1] if name == "kl_direction" else kind(2.5)
+        args = parser.parse_args(["train", "--out", "x", option_name(name), str(value)])
+        assert getattr(args, name) == value
         assert option_name(name) in resume_help
     assert TrainConfig(out="x").stage == STAGES[0]
     with pytest.raises(ValueError, match="'dagger' or 'a2c'"):
         TrainConfig(out="x", stage="ppo")
+
+
+def test_a_resume_may_turn_the_anchor_around(tmp_path, capsys, monkeypatch) -> None:
+    """--kl-direction reverse on a resume is logged and saved, and from then on every KL the
+    update takes is the reverse one."""
+    import mstpn.host.train.trainer as trainer_module
+
+    calls = []
+    real = trainer_module.policy_kl
+
+    def spy(ref_logits, logits, reverse=False):
+        calls.append(reverse)
+        return real(ref_logits, logits, reverse)
+
+    monkeypatch.setattr(trainer_module, "policy_kl", spy)
+    path, _ = _init_run(tmp_path)
+    run = tmp_path / "run"
+    frames = 4 * 2 * 8 * 4
+    assert main(["train", "--out", str(run), "--stage", "a2c", "--init", str(path), "--init-ema",
+                 "--kl-weight", "1", "--frames", str(frames), "--lr", "1e-3", *SMALL]) == 0
+    assert calls and not any(calls)
+    calls.clear()
+    assert main(["train", "--out", str(run), "--resume", "--frames", str(2 * frames),
+                 "--kl-direction", "reverse"]) == 0
+    assert "kl_direction forward -> reverse" in capsys.readouterr().out
+    assert len(calls) == 2 * 8 * 4 // 2 and all(calls)  # 4 rollouts of 8 steps
+    records = [r for r in read_log(run / "log.jsonl") if r["kind"] == "config"]
+    assert records[-1]["changed"] == {"kl_direction": ["forward", "reverse"]}
+    assert load_checkpoint(run / "latest.pt")["config"]["kl_direction"] == "reverse"

@@ -6,7 +6,7 @@ install; :mod:`.trainer` and :mod:`mstpn.host.export` read them from here too.
 
 from __future__ import annotations
 
-__all__ = ["DAGGER", "A2C", "STAGES", "RESUME_CHANGEABLE", "option_name"]
+__all__ = ["DAGGER", "A2C", "STAGES", "KL_DIRECTIONS", "RESUME_CHANGEABLE", "option_name"]
 
 #: Imitation of a teacher (docs/training.md, stage 1).
 DAGGER = "dagger"
@@ -15,10 +15,18 @@ A2C = "a2c"
 #: Every stage, the default first.
 STAGES = (DAGGER, A2C)
 
+#: Which way the A2C anchor's KL runs, the default first: ``forward`` is KL(reference ||
+#: student), which charges the student for every action the reference would take and so keeps
+#: its entropy near the reference's; ``reverse`` is KL(student || reference), which charges it
+#: only for what it does itself, so it may grow surer than the reference where the reference
+#: hesitates (docs/training.md).
+KL_DIRECTIONS = ("forward", "reverse")
+
 #: The settings a resumed run may change: how far each update moves the student, not what the
 #: run is (its stage, envs, model, seeds and init stay those it started with).
 RESUME_CHANGEABLE = (
-    "lr", "encoder_lr_scale", "kl_weight", "entropy", "ppo_epochs", "ppo_clip", "ppo_minibatches")
+    "lr", "encoder_lr_scale", "kl_weight", "entropy", "ppo_epochs", "ppo_clip", "ppo_minibatches",
+    "kl_direction")
 
 
 def option_name(setting: str) -> str:

@@ -62,7 +62,7 @@ from .collect import CollectorSpec, Segment, frame_bits, make_collectors, split_
 from .model import MSTPN
 from .phase import AUX_TARGETS, aux_targets, loss_weights
 from .runlog import JsonlLog, draw_curve
-from .settings import A2C, DAGGER, RESUME_CHANGEABLE, STAGES
+from .settings import A2C, DAGGER, KL_DIRECTIONS, RESUME_CHANGEABLE, STAGES
 
 __all__ = ["TrainConfig", "Trainer", "train", "resume_config", "load_checkpoint",
            "model_from_checkpoint", "EMA_DECAY"]
@@ -120,6 +120,8 @@ class TrainConfig:
     #: policy that ``init`` (and ``init_ema``) names; it keeps the student near that policy
     #: (0: none).
     kl_weight: float = 0.0
+    #: A2C: which way the anchor's KL runs, one of :data:`.settings.KL_DIRECTIONS`.
+    kl_direction: str = KL_DIRECTIONS[0]
     #: A2C: PPO's clipped update. Each rollout is replayed this many times, in
     #: ``ppo_minibatches`` groups of envs, with one optimiser step per group and the policy
     #: ratio clipped to 1 +- ``ppo_clip`` (0: plain A2C, one step per rollout).
@@ -149,6 +151,9 @@ class TrainConfig:
             raise ValueError("kl_weight is an a2c stage option")
         if self.kl_weight and not self.init:
             raise ValueError("kl_weight needs init: the checkpoint whose policy is the reference")
+        if self.kl_direction not in KL_DIRECTIONS:
+            raise ValueError(f"unknown kl_direction {self.kl_direction!r}: "
+                             f"{' or '.join(map(repr, KL_DIRECTIONS))}")
         if not (isinstance(self.ppo_epochs, int) and self.ppo_epochs >= 0):
             raise ValueError(f"ppo_epochs must be a whole number >= 0, not {self.ppo_epochs!r}")
         if self.ppo_epochs and self.stage != A2C:
@@ -173,14 +178,20 @@ EMA_DECAY = 0.999
 AUX_LOOKAHEAD = 48
 
 
-def policy_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+def policy_kl(ref_logits: torch.Tensor, logits: torch.Tensor,
+              reverse: bool = False) -> torch.Tensor:
     """KL(reference || student) of two batches of action logits, one value per row.
 
     The reference's distribution weighs the student's log-probabilities, so the gradient pulls
-    the student toward every action the reference would take (a distillation term).
+    the student toward every action the reference would take (a distillation term). With
+    ``reverse``, KL(student || reference): the student's own distribution weighs the gap, so an
+    action it no longer takes costs nothing, and it may be surer than the reference.
     """
     ref_logp = torch.log_softmax(ref_logits, dim=-1)
-    return (ref_logp.exp() * (ref_logp - torch.log_softmax(logits, dim=-1))).sum(-1)
+    logp = torch.log_softmax(logits, dim=-1)
+    if reverse:
+        return (logp.exp() * (logp - ref_logp)).sum(-1)
+    return (ref_logp.exp() * (ref_logp - logp)).sum(-1)
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -765,6 +776,7 @@ class Trainer:
         cfg = self.cfg
         n = cfg.envs
         ppo = cfg.ppo_epochs > 0
+        reverse = cfg.kl_direction == "reverse"
         envs = make_vector_env(n, threads=cfg.env_threads, sticky=STICKY,
                                autoreset_mode="SameStep")
         obs, _ = envs.reset(seed=int(self.env_seed_base + self.counters["episodes"]))
@@ -792,7 +804,7 @@ class Trainer:
                     if ref is not None:
                         with torch.no_grad():
                             ref_logits, _, ref_state = ref.step(bits, ref_state, ref_codes)
-                        roll.kls.append(policy_kl(ref_logits, logits))
+                        roll.kls.append(policy_kl(ref_logits, logits, reverse))
                         roll.ref_logits.append(ref_logits)
                     dist = torch.distributions.Categorical(logits=logits)
                     action = dist.sample()
@@ -879,6 +891,7 @@ class Trainer:
         dones = torch.stack(roll.dones).bool()
         old_logp = torch.stack(roll.logps)
         ref_logits = torch.stack(roll.ref_logits) if roll.ref_logits else None
+        reverse = cfg.kl_direction == "reverse"
         sums = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "value": 0.0, "clipped": 0.0,
                 "drift": 0.0}
         n_steps = 0
@@ -896,7 +909,7 @@ class Trainer:
                     entropies.append(-(logp_all.exp() * logp_all).sum(-1))
                     values.append(value)
                     if ref_logits is not None:
-                        kls.append(policy_kl(ref_logits[t, idx], logits))
+                        kls.append(policy_kl(ref_logits[t, idx], logits, reverse))
                     st = model.reset_state(st, dones[t, idx])
                 logp_t, val_t = torch.stack(logps), torch.stack(values)
                 ent_t = torch.stack(entropies)
