@@ -282,3 +282,16 @@ def test_a_resume_may_turn_the_anchor_around(tmp_path, capsys, monkeypatch) -> N
     records = [r for r in read_log(run / "log.jsonl") if r["kind"] == "config"]
     assert records[-1]["changed"] == {"kl_direction": ["forward", "reverse"]}
     assert load_checkpoint(run / "latest.pt")["config"]["kl_direction"] == "reverse"
+
+
+def test_a_resume_takes_how_often_to_report_from_its_call(tmp_path) -> None:
+    """--progress-every and --checkpoint-every say how a run reports, not what it does: a
+    resume may give new ones (not logged as a change) and otherwise keeps the run's."""
+    run = tmp_path / "run"
+    trainer = Trainer(TrainConfig(out=str(run), stage="a2c", frames=64, envs=2, seq=8,
+                                  progress_every=60.0, checkpoint_every=300.0))
+    trainer.save()
+    kept, changes = resume_config(run, {"frames": 64})
+    assert (kept.progress_every, kept.checkpoint_every, changes) == (60.0, 300.0, {})
+    given, changes = resume_config(run, {"progress_every": 5.0, "checkpoint_every": 30.0})
+    assert (given.progress_every, given.checkpoint_every, changes) == (5.0, 30.0, {})

@@ -69,6 +69,8 @@ __all__ = ["TrainConfig", "Trainer", "train", "resume_config", "load_checkpoint"
 
 #: Settings that say how to run, not what: a resume takes them from its own call.
 _CALL_SETTINGS = ("out", "frames", "workers", "torch_threads")
+#: How often a run reports and saves: a resume keeps the run's own unless its call gives them.
+_REPORT_SETTINGS = ("progress_every", "checkpoint_every")
 
 
 @dataclass
@@ -1005,7 +1007,8 @@ def resume_config(out: str | Path, given: Mapping[str, Any] | None = None
 
     The run keeps its own settings. ``given`` holds those the caller set: ``frames`` may extend
     the budget, ``workers`` and ``torch_threads`` say how to run (the defaults where not given),
-    and those in :data:`.settings.RESUME_CHANGEABLE` may change.
+    ``progress_every`` and ``checkpoint_every`` how often it reports and saves (the run's own
+    where not given), and those in :data:`.settings.RESUME_CHANGEABLE` may change.
 
     Returns
     -------
@@ -1031,7 +1034,7 @@ def resume_config(out: str | Path, given: Mapping[str, Any] | None = None
     changes: dict[str, list] = {}
     fixed = []
     for name, new in given.items():
-        if name in _CALL_SETTINGS or new == saved.get(name, new):
+        if name in _CALL_SETTINGS + _REPORT_SETTINGS or new == saved.get(name, new):
             continue
         if name in RESUME_CHANGEABLE:
             changes[name] = [saved[name], new]
@@ -1045,7 +1048,8 @@ def resume_config(out: str | Path, given: Mapping[str, Any] | None = None
     merged = {**saved, "out": str(out),
               "frames": max(given.get("frames", 0), saved["frames"]),
               "workers": given.get("workers", call["workers"].default),
-              "torch_threads": given.get("torch_threads", call["torch_threads"].default)}
+              "torch_threads": given.get("torch_threads", call["torch_threads"].default),
+              **{name: given[name] for name in _REPORT_SETTINGS if name in given}}
     merged.update({name: new for name, (_, new) in changes.items()})
     return TrainConfig(**merged), changes
 
