@@ -163,6 +163,7 @@ def test_kl_anchor_holds_the_student_near_the_frozen_reference(tmp_path, capsys)
     meta = export_checkpoint(run / "latest.pt", tmp_path / "a2c.img", ema=True).meta
     assert meta["stage"] == "a2c" and "teacher" not in meta
     assert meta["init"] == str(path) and meta["kl_weight"] == 30.0
+    assert meta["kl_direction"] == "forward"
 
 
 def _divergence(model, reference) -> float:
@@ -282,6 +283,8 @@ def test_a_resume_may_turn_the_anchor_around(tmp_path, capsys, monkeypatch) -> N
     records = [r for r in read_log(run / "log.jsonl") if r["kind"] == "config"]
     assert records[-1]["changed"] == {"kl_direction": ["forward", "reverse"]}
     assert load_checkpoint(run / "latest.pt")["config"]["kl_direction"] == "reverse"
+    meta = export_checkpoint(run / "latest.pt", tmp_path / "reversed.img", ema=True).meta
+    assert (meta["kl_weight"], meta["kl_direction"]) == (1.0, "reverse")
 
 
 def test_a_resume_takes_how_often_to_report_from_its_call(tmp_path) -> None:
