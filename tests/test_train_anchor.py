@@ -285,6 +285,11 @@ def test_a_resume_may_turn_the_anchor_around(tmp_path, capsys, monkeypatch) -> N
     assert load_checkpoint(run / "latest.pt")["config"]["kl_direction"] == "reverse"
     meta = export_checkpoint(run / "latest.pt", tmp_path / "reversed.img", ema=True).meta
     assert (meta["kl_weight"], meta["kl_direction"]) == (1.0, "reverse")
+    # PPO's replay takes the reverse one too: the rollout's KLs and the replay's
+    calls.clear()
+    assert main(["train", "--out", str(run), "--resume", "--frames", str(3 * frames),
+                 "--ppo-epochs", "1", "--ppo-minibatches", "1"]) == 0
+    assert len(calls) == 2 * 2 * 8 * 4 // 2 and all(calls)
 
 
 def test_a_resume_takes_how_often_to_report_from_its_call(tmp_path) -> None:
