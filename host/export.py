@@ -16,7 +16,7 @@ from pathlib import Path
 from ..model.image import ParamImage
 from ..model.spread import apply_spread
 from ..spec.device import DeviceModel
-from .train.settings import DAGGER
+from .train.settings import DAGGER, FORWARD_KL
 
 __all__ = ["checkpoint_params", "export_checkpoint"]
 
@@ -100,7 +100,7 @@ def export_checkpoint(
         meta["init"] = cfg.get("init")
         meta["kl_weight"] = cfg.get("kl_weight", 0.0)
         if meta["kl_weight"]:
-            meta["kl_direction"] = cfg.get("kl_direction", "forward")
+            meta["kl_direction"] = cfg.get("kl_direction", FORWARD_KL)
     image = ParamImage.from_float(cfg["preset"], params, device, noise_seed=noise_seed, meta=meta)
     if spread_sigma:
         image = apply_spread(image, spread_sigma, spread_seed)

@@ -6,7 +6,8 @@ install; :mod:`.trainer` and :mod:`mstpn.host.export` read them from here too.
 
 from __future__ import annotations
 
-__all__ = ["DAGGER", "A2C", "STAGES", "KL_DIRECTIONS", "RESUME_CHANGEABLE", "option_name"]
+__all__ = ["DAGGER", "A2C", "STAGES", "FORWARD_KL", "REVERSE_KL", "KL_DIRECTIONS",
+           "RESUME_CHANGEABLE", "option_name"]
 
 #: Imitation of a teacher (docs/training.md, stage 1).
 DAGGER = "dagger"
@@ -20,7 +21,8 @@ STAGES = (DAGGER, A2C)
 #: its entropy near the reference's; ``reverse`` is KL(student || reference), which charges it
 #: only for what it does itself, so it may grow surer than the reference where the reference
 #: hesitates (docs/training.md).
-KL_DIRECTIONS = ("forward", "reverse")
+FORWARD_KL, REVERSE_KL = "forward", "reverse"
+KL_DIRECTIONS = (FORWARD_KL, REVERSE_KL)
 
 #: The settings a resumed run may change: how far each update moves the student, not what the
 #: run is (its stage, envs, model, seeds and init stay those it started with).

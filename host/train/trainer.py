@@ -62,7 +62,7 @@ from .collect import CollectorSpec, Segment, frame_bits, make_collectors, split_
 from .model import MSTPN
 from .phase import AUX_TARGETS, aux_targets, loss_weights
 from .runlog import JsonlLog, draw_curve
-from .settings import A2C, DAGGER, KL_DIRECTIONS, RESUME_CHANGEABLE, STAGES
+from .settings import A2C, DAGGER, KL_DIRECTIONS, RESUME_CHANGEABLE, REVERSE_KL, STAGES
 
 __all__ = ["TrainConfig", "Trainer", "train", "resume_config", "load_checkpoint",
            "model_from_checkpoint", "EMA_DECAY"]
@@ -778,7 +778,7 @@ class Trainer:
         cfg = self.cfg
         n = cfg.envs
         ppo = cfg.ppo_epochs > 0
-        reverse = cfg.kl_direction == "reverse"
+        reverse = cfg.kl_direction == REVERSE_KL
         envs = make_vector_env(n, threads=cfg.env_threads, sticky=STICKY,
                                autoreset_mode="SameStep")
         obs, _ = envs.reset(seed=int(self.env_seed_base + self.counters["episodes"]))
@@ -893,7 +893,7 @@ class Trainer:
         dones = torch.stack(roll.dones).bool()
         old_logp = torch.stack(roll.logps)
         ref_logits = torch.stack(roll.ref_logits) if roll.ref_logits else None
-        reverse = cfg.kl_direction == "reverse"
+        reverse = cfg.kl_direction == REVERSE_KL
         sums = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "value": 0.0, "clipped": 0.0,
                 "drift": 0.0}
         n_steps = 0
