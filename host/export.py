@@ -101,6 +101,8 @@ def export_checkpoint(
         meta["kl_weight"] = cfg.get("kl_weight", 0.0)
         if meta["kl_weight"]:
             meta["kl_direction"] = cfg.get("kl_direction", FORWARD_KL)
+        if cfg.get("temperature", 1.0) != 1.0:
+            meta["temperature"] = cfg["temperature"]
     image = ParamImage.from_float(cfg["preset"], params, device, noise_seed=noise_seed, meta=meta)
     if spread_sigma:
         image = apply_spread(image, spread_sigma, spread_seed)

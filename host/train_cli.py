@@ -219,6 +219,10 @@ def add_train_commands(sub) -> None:
                    help="A2C: 'forward' is the KL above; 'reverse' is KL(the student's policy || "
                         "init's), which lets the student grow surer than init where init "
                         "hesitates (default forward)")
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="A2C: the policy plays and learns softmax(logits / T); greedy play, what "
+                        "the hardware does, is the same at any T, and T < 1 brings the training "
+                        "play closer to it (default 1)")
     p.add_argument("--ppo-epochs", type=int, metavar="E",
                    help="A2C: PPO's clipped update, E passes over each rollout (default 0: "
                         "plain A2C, one step per rollout; docs/training.md)")

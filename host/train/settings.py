@@ -28,7 +28,7 @@ KL_DIRECTIONS = (FORWARD_KL, REVERSE_KL)
 #: run is (its stage, envs, model, seeds and init stay those it started with).
 RESUME_CHANGEABLE = (
     "lr", "encoder_lr_scale", "kl_weight", "entropy", "ppo_epochs", "ppo_clip", "ppo_minibatches",
-    "kl_direction")
+    "kl_direction", "temperature")
 
 
 def option_name(setting: str) -> str:

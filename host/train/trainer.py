@@ -124,6 +124,11 @@ class TrainConfig:
     kl_weight: float = 0.0
     #: A2C: which way the anchor's KL runs, one of :data:`.settings.KL_DIRECTIONS`.
     kl_direction: str = KL_DIRECTIONS[0]
+    #: A2C: the policy that plays the rollouts and learns is softmax(logits / temperature).
+    #: The greedy action, the hardware's argmax, is the same at any temperature; below 1 the
+    #: training play comes closer to it (1: the logits as they are). The anchor compares the
+    #: untempered logits.
+    temperature: float = 1.0
     #: A2C: PPO's clipped update. Each rollout is replayed this many times, in
     #: ``ppo_minibatches`` groups of envs, with one optimiser step per group and the policy
     #: ratio clipped to 1 +- ``ppo_clip`` (0: plain A2C, one step per rollout).
@@ -156,6 +161,10 @@ class TrainConfig:
         if self.kl_direction not in KL_DIRECTIONS:
             raise ValueError(f"unknown kl_direction {self.kl_direction!r}: "
                              f"{' or '.join(map(repr, KL_DIRECTIONS))}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0.0):
+            raise ValueError(f"temperature must be a finite number > 0, not {self.temperature}")
+        if self.temperature != 1.0 and self.stage != A2C:
+            raise ValueError("temperature is an a2c stage option")
         if not (isinstance(self.ppo_epochs, int) and self.ppo_epochs >= 0):
             raise ValueError(f"ppo_epochs must be a whole number >= 0, not {self.ppo_epochs!r}")
         if self.ppo_epochs and self.stage != A2C:
@@ -808,7 +817,7 @@ class Trainer:
                             ref_logits, _, ref_state = ref.step(bits, ref_state, ref_codes)
                         roll.kls.append(policy_kl(ref_logits, logits, reverse))
                         roll.ref_logits.append(ref_logits)
-                    dist = torch.distributions.Categorical(logits=logits)
+                    dist = torch.distributions.Categorical(logits=logits / cfg.temperature)
                     action = dist.sample()
                     obs, reward, term, trunc, _ = envs.step(
                         np.asarray(ALE_ACTIONS)[action.numpy()])
@@ -906,7 +915,7 @@ class Trainer:
                 logps, values, entropies, kls = [], [], [], []
                 for t in range(len(roll.bits)):
                     logits, value, st = model.step(bits[t, idx].to(torch.float64), st, codes)
-                    logp_all = torch.log_softmax(logits, dim=-1)
+                    logp_all = torch.log_softmax(logits / cfg.temperature, dim=-1)
                     logps.append(logp_all.gather(1, actions[t, idx, None])[:, 0])
                     entropies.append(-(logp_all.exp() * logp_all).sum(-1))
                     values.append(value)
