@@ -27,8 +27,8 @@ written atomically; ``--resume`` continues a killed run from ``latest.pt`` (para
 counters, wall time and random states; DAgger's replay buffer comes back from the
 ``buffer-N.npz`` file the checkpoint names, unfinished episodes included; the envs start
 afresh). A resume may extend the frame budget and change :data:`.settings.RESUME_CHANGEABLE`
-(the learning rate, the encoder's share of it, the anchor's weight, the entropy bonus, PPO's
-epochs, clip and minibatches), logged
+(the learning rate, the encoder's share of it, the anchor's weight and direction, the entropy
+bonus, PPO's epochs, clip and minibatches, the policy's temperature), logged
 as a ``config`` record. A JSONL
 log (``log.jsonl``) and a learning curve (``curve.png``) are written beside them.
 """
