@@ -29,13 +29,16 @@ def test_config_checks_the_ppo_settings() -> None:
     assert TrainConfig(out="x", stage="a2c").ppo_epochs == 0  # plain A2C by default
 
 
-def test_replay_is_the_rollout_and_the_average_moves_once_per_rollout(tmp_path) -> None:
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_replay_is_the_rollout_and_the_average_moves_once_per_rollout(tmp_path,
+                                                                       temperature) -> None:
     """With a learning rate of 0 nothing moves, so every replayed log-probability must equal
-    the rollout's own: the replay starts from the right plastic state and zeroes it where the
-    rollout did. The running average steps once per rollout, the optimiser once per group."""
+    the rollout's own: the replay starts from the right plastic state, zeroes it where the
+    rollout did, and takes the rollout's temperature (``--temperature``). The running average
+    steps once per rollout, the optimiser once per group."""
     cfg = TrainConfig(out=str(tmp_path / "r"), stage="a2c", envs=4, seq=8, frames=4 * 8 * 4 * 3,
                       lr=0.0, ppo_epochs=2, ppo_minibatches=2, max_episode_steps=20,
-                      progress_every=0, checkpoint_every=600, seed=5)
+                      progress_every=0, checkpoint_every=600, seed=5, temperature=temperature)
     trainer = Trainer(cfg)
     before = {name: value.clone() for name, value in trainer.ema.items()}
     steps = []
