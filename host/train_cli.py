@@ -61,7 +61,7 @@ def image_with_device_args(image, args: argparse.Namespace):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
-        from .train.trainer import TrainConfig, train
+        from .train.trainer import TrainConfig, torch_device, train
     except ImportError as exc:
         raise _user_error(
             f"training needs torch: run it as 'uv run --extra train mstpn train ...' ({exc})"
@@ -97,6 +97,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if (Path(args.out) / "latest.pt").exists():
             raise _user_error(f"{args.out} already holds a run: continue it with --resume, or "
                               "choose another --out")
+    try:
+        torch_device(cfg.torch_device)
+    except RuntimeError as exc:
+        raise _user_error(str(exc)) from None
     try:
         train(cfg, resume=args.resume, changes=changes)
     except FileNotFoundError as exc:  # an init checkpoint that is gone
@@ -240,6 +244,9 @@ def add_train_commands(sub) -> None:
     p.add_argument("--progress-every", type=float, help="seconds between progress lines (15)")
     p.add_argument("--max-episode-steps", type=int, help="cut training episodes (smoke tests)")
     p.add_argument("--torch-threads", type=int, help="torch threads (default 1)")
+    p.add_argument("--torch-device", metavar="DEV",
+                   help="A2C: where the network runs, cpu (the default), cuda or cuda:N; the "
+                        "envs stay on the CPU. How to run, not what: give it again with --resume")
     p.add_argument("--workers", type=int, metavar="N",
                    help="DAgger: N worker processes step the envs and the teacher while the "
                         "trainer updates (default 0: all in one process; 1 uses a second core). "

@@ -153,6 +153,29 @@ def test_batch_dims():
     np.testing.assert_array_equal(binarize(view), bits[:, ::2])
 
 
+@pytest.mark.parametrize(
+    "geometry",
+    [G, FrameGeometry(pool_rows=1, pool_cols=1), FrameGeometry(top=30, bottom=198, pool_rows=4,
+                                                             pool_cols=2)],
+    ids=["default", "1x1", "4x2"],
+)
+def test_pooling_is_any_pixel_of_the_window(geometry):
+    """The pooling (ORs of strided slices, for speed) against its plain definition, on random
+    sparse and dense batches and one frame alone."""
+    rng = np.random.default_rng(11)
+    for density in (0.002, 0.05, 0.5):
+        frames = blank_gray(3, 5)
+        lit = rng.random(frames.shape) < density
+        frames[lit] = rng.integers(0, 256, int(lit.sum()), dtype=np.uint8)
+        area = frames[..., geometry.top : geometry.bottom, :] != BACKGROUND_GRAY
+        plain = area.reshape(3, 5, geometry.rows, geometry.pool_rows, geometry.cols,
+                             geometry.pool_cols).any(axis=(-3, -1))
+        bits = binarize(frames, geometry)
+        assert 0 < plain.sum() < plain.size or density == 0.5
+        np.testing.assert_array_equal(bits, plain)
+        np.testing.assert_array_equal(binarize(frames[1, 2], geometry), plain[1, 2])
+
+
 # --- validation --------------------------------------------------------------------------------
 
 

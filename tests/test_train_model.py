@@ -20,13 +20,22 @@ DEVICES = {
 }
 
 
+#: Where the student runs: the CPU always, a GPU where torch sees one (``--torch-device cuda``).
+TORCH_DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                  reason="torch sees no GPU")),
+]
+
+
 def _frames(rng: np.random.Generator, steps: int, batch: int, pixels: int) -> np.ndarray:
     """Sparse random binary frames, like Pong's (a few lit pixels)."""
     return (rng.random((steps, batch, pixels)) < 0.02).astype(np.float64)
 
 
+@pytest.mark.parametrize("where", TORCH_DEVICES)
 @pytest.mark.parametrize("name", sorted(DEVICES))
-def test_fake_quant_matches_golden(name: str) -> None:
+def test_fake_quant_matches_golden(name: str, where: str) -> None:
     preset = get_preset("icebreaker")
     device = DEVICES[name]
     model = MSTPN(preset, device, seed=3)
@@ -34,6 +43,7 @@ def test_fake_quant_matches_golden(name: str) -> None:
         model.plasticity.mul_(8.0)
         model.enc_gain.fill_(0.12)
     image = ParamImage.from_float(preset, model.real_params(), device)
+    model.to(where)
     batch, steps = 3, 25
     golden = GoldenModel.from_image(image, batch=batch)
     frames = _frames(np.random.default_rng(0), steps, batch, preset.frame.pixels)
@@ -42,11 +52,13 @@ def test_fake_quant_matches_golden(name: str) -> None:
     with torch.no_grad():
         codes = model.codes()
         for t in range(steps):
-            logits, _, state = model.step(torch.as_tensor(frames[t]), state, codes)
+            logits, _, state = model.step(torch.as_tensor(frames[t]).to(where), state, codes)
+            assert logits.device.type == state[0].device.type == where
+            logits, f, h = logits.cpu(), state[0].cpu(), state[1].cpu()
             bits = frames[t].reshape(batch, preset.frame.rows, preset.frame.cols).astype(bool)
             out = golden.step(bits)
-            np.testing.assert_array_equal(state[1].numpy().astype(np.int64), out.h)
-            np.testing.assert_array_equal(state[0].numpy().astype(np.int64), golden.f)
+            np.testing.assert_array_equal(h.numpy().astype(np.int64), out.h)
+            np.testing.assert_array_equal(f.numpy().astype(np.int64), golden.f)
             scale = 2.0 ** -13
             np.testing.assert_array_equal(
                 np.rint(logits.numpy() / scale).astype(np.int64), out.logits)

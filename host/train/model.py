@@ -220,13 +220,14 @@ class MSTPN(nn.Module):
     # --- the network ---------------------------------------------------------------------------
 
     def initial_state(self, batch: int) -> State:
-        """Zero (F, h, h_p, z_p): the state after RESET_STATE."""
+        """Zero (F, h, h_p, z_p): the state after RESET_STATE, where the parameters are."""
         h, n = self.preset.hidden, self.preset.plastic.inputs
+        dev = self.tanh_table.device
         return (
-            torch.zeros(batch, h, n, dtype=self.syn_dtype),
-            torch.zeros(batch, h, dtype=_DT),
-            torch.zeros(batch, h, dtype=_DT),
-            torch.zeros(batch, n, dtype=_DT),
+            torch.zeros(batch, h, n, dtype=self.syn_dtype, device=dev),
+            torch.zeros(batch, h, dtype=_DT, device=dev),
+            torch.zeros(batch, h, dtype=_DT, device=dev),
+            torch.zeros(batch, n, dtype=_DT, device=dev),
         )
 
     @staticmethod
@@ -283,7 +284,7 @@ class MSTPN(nn.Module):
         acc = codes["decay"].to(sd) * f_old * float(1 << (DECAY_ALIGN + frac - HEBB_FRAC)) + hebb
         shift = frac + dev.level_shift
         if dev.noise_bits:
-            r = torch.randint(0, 1 << dev.noise_bits, acc.shape, dtype=sd)
+            r = torch.randint(0, 1 << dev.noise_bits, acc.shape, dtype=sd, device=acc.device)
             acc = acc + r * float(1 << (shift - dev.noise_bits))
         else:
             acc = acc + float(1 << (shift - 1))
@@ -296,7 +297,8 @@ class MSTPN(nn.Module):
         sd = self.syn_dtype
         shift = HEBB_FRAC + dev.level_shift
         if dev.noise_bits:
-            r = torch.randint(0, 1 << dev.noise_bits, f_old.shape, dtype=sd)
+            r = torch.randint(0, 1 << dev.noise_bits, f_old.shape, dtype=sd,
+                              device=f_old.device)
             offset = r * float(1 << (shift - dev.noise_bits))
         else:
             offset = float(1 << (shift - 1))

@@ -24,11 +24,14 @@ STAGES = (DAGGER, A2C)
 FORWARD_KL, REVERSE_KL = "forward", "reverse"
 KL_DIRECTIONS = (FORWARD_KL, REVERSE_KL)
 
-#: The settings a resumed run may change: how far each update moves the student, not what the
-#: run is (its stage, envs, model, seeds and init stay those it started with).
+#: The settings a resumed run may change: how far each update moves the student, and (A2C)
+#: how many envs play and on how many threads, not what the run is (its stage, model, seeds and
+#: init stay those it started with). An A2C resume starts its envs afresh, so their number may
+#: change, to move a run to a larger machine; a DAgger run keeps its envs (its unfinished
+#: episodes are saved per env).
 RESUME_CHANGEABLE = (
     "lr", "encoder_lr_scale", "kl_weight", "entropy", "ppo_epochs", "ppo_clip", "ppo_minibatches",
-    "kl_direction", "temperature")
+    "kl_direction", "temperature", "envs", "env_threads")
 
 
 def option_name(setting: str) -> str:

@@ -28,8 +28,9 @@ counters, wall time and random states; DAgger's replay buffer comes back from th
 ``buffer-N.npz`` file the checkpoint names, unfinished episodes included; the envs start
 afresh). A resume may extend the frame budget and change :data:`.settings.RESUME_CHANGEABLE`
 (the learning rate, the encoder's share of it, the anchor's weight and direction, the entropy
-bonus, PPO's epochs, clip and minibatches, the policy's temperature), logged
-as a ``config`` record. A JSONL
+bonus, PPO's epochs, clip and minibatches, the policy's temperature, and an A2C run's envs and
+their threads), logged as a ``config`` record. ``--torch-device cuda`` runs A2C's network on a
+GPU; the envs stay on the CPU. A JSONL
 log (``log.jsonl``) and a learning curve (``curve.png``) are written beside them.
 """
 
@@ -40,6 +41,7 @@ import io
 import json
 import math
 import random
+import re
 import signal
 import sys
 import threading
@@ -65,10 +67,10 @@ from .runlog import JsonlLog, draw_curve
 from .settings import A2C, DAGGER, KL_DIRECTIONS, RESUME_CHANGEABLE, REVERSE_KL, STAGES
 
 __all__ = ["TrainConfig", "Trainer", "train", "resume_config", "load_checkpoint",
-           "model_from_checkpoint", "EMA_DECAY"]
+           "model_from_checkpoint", "torch_device", "EMA_DECAY"]
 
 #: Settings that say how to run, not what: a resume takes them from its own call.
-_CALL_SETTINGS = ("out", "frames", "workers", "torch_threads")
+_CALL_SETTINGS = ("out", "frames", "workers", "torch_threads", "torch_device")
 #: How often a run reports and saves: a resume keeps the run's own unless its call gives them.
 _REPORT_SETTINGS = ("progress_every", "checkpoint_every")
 
@@ -110,6 +112,9 @@ class TrainConfig:
     checkpoint_every: float = 180.0
     progress_every: float = 15.0
     torch_threads: int = 1
+    #: Where torch runs the network: ``cpu``, or (A2C) ``cuda`` / ``cuda:N``. How to run, not
+    #: what: a resume takes it from its own call.
+    torch_device: str = "cpu"
     #: DAgger: worker processes that step the envs and the teacher (0: the trainer's own).
     workers: int = 0
     init: str | None = None
@@ -174,10 +179,17 @@ class TrainConfig:
         if not (isinstance(self.ppo_minibatches, int) and 1 <= self.ppo_minibatches):
             raise ValueError(
                 f"ppo_minibatches must be a whole number >= 1, not {self.ppo_minibatches!r}")
+        if not _TORCH_DEVICE.fullmatch(self.torch_device):
+            raise ValueError(f"unknown torch_device {self.torch_device!r}: cpu, cuda or cuda:N")
+        if self.torch_device != "cpu" and self.stage != A2C:
+            raise ValueError("torch_device other than cpu is an a2c stage option (DAgger's "
+                             "learner and teacher run on the CPU)")
         if self.ppo_epochs and self.ppo_minibatches > self.envs:
             raise ValueError(f"ppo_minibatches ({self.ppo_minibatches}) splits the envs: it may "
                              f"not exceed envs ({self.envs})")
 
+
+_TORCH_DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
 
 #: Per update, the averaged parameters (``--ema`` of ``mstpn export``) keep this much of their
 #: old value: a time constant of 1,000 updates, a few minutes of DAgger. The average only rides
@@ -187,6 +199,28 @@ EMA_DECAY = 0.999
 #: Steps read after a window's trained steps for the auxiliary targets: an approach across the
 #: court takes 20-40 steps.
 AUX_LOOKAHEAD = 48
+
+
+def torch_device(name: str) -> torch.device:
+    """The torch device ``name`` (``--torch-device``), checked to be there.
+
+    Raises
+    ------
+    RuntimeError
+        ``name`` is a CUDA device that this torch does not see (a CPU-only build, no GPU, or
+        fewer GPUs than its index).
+    """
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "built without CUDA" if torch.version.cuda is None else "sees no GPU"
+            raise RuntimeError(f"--torch-device {name}: this torch ({torch.__version__}) "
+                               f"{build}; train on the CPU with --torch-device cpu")
+        index = dev.index or 0
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(f"--torch-device {name}: torch sees only "
+                               f"{torch.cuda.device_count()} GPU(s)")
+    return dev
 
 
 def policy_kl(ref_logits: torch.Tensor, logits: torch.Tensor,
@@ -221,9 +255,10 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _shrink(obj):
-    """float64 tensors to float32 (checkpoints stay small; they are widened again on load)."""
+    """float64 tensors to float32 (checkpoints stay small; they are widened again on load), on
+    the CPU wherever the run ran."""
     if isinstance(obj, torch.Tensor):
-        return obj.float() if obj.dtype == torch.float64 else obj
+        return (obj.float() if obj.dtype == torch.float64 else obj).cpu()
     if isinstance(obj, dict):
         return {k: _shrink(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -409,11 +444,13 @@ class Trainer:
         self.dir = Path(cfg.out)
         self.dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(cfg.torch_threads)
+        #: Where the network runs (``--torch-device``); the envs and the log stay on the CPU.
+        self.tdev = torch_device(cfg.torch_device)
         self.preset = get_preset(cfg.preset)
         self.device = DeviceModel.from_dict(cfg.device)
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.model = MSTPN(self.preset, self.device, seed=cfg.seed)
+        self.model = MSTPN(self.preset, self.device, seed=cfg.seed).to(self.tdev)
         groups = self.model.param_groups(cfg.lr, cfg.encoder_lr_scale)
         # The auxiliary head (training only, like the critic) reads h; its loss shapes h.
         self.aux_head: torch.nn.Linear | None = None
@@ -473,10 +510,12 @@ class Trainer:
         # A2C's anchor: the policy it starts from, frozen (rebuilt from init on a resume).
         self.reference: MSTPN | None = None
         if cfg.kl_weight > 0:
-            self.reference = model_from_checkpoint(self._load_init(cfg), ema=cfg.init_ema)
+            self.reference = model_from_checkpoint(
+                self._load_init(cfg), ema=cfg.init_ema).to(self.tdev)
             self.reference.requires_grad_(False)
         # A checkpoint from before the average starts it from its parameters.
-        self.ema = {name: (saved_ema[name].clone() if saved_ema else param.detach().clone())
+        self.ema = {name: (saved_ema[name].to(self.tdev, copy=True) if saved_ema
+                           else param.detach().clone())
                     for name, param in self.model.named_parameters()}
         self.rng = np.random.default_rng(
             [cfg.seed, self.counters["updates"], self.counters["episodes"]])
@@ -791,7 +830,7 @@ class Trainer:
         envs = make_vector_env(n, threads=cfg.env_threads, sticky=STICKY,
                                autoreset_mode="SameStep")
         obs, _ = envs.reset(seed=int(self.env_seed_base + self.counters["episodes"]))
-        model, ref = self.model, self.reference
+        model, ref, dev = self.model, self.reference, self.tdev
         state = model.initial_state(n)
         if ref is not None:
             # The reference plays along on the same frames with its own plastic state.
@@ -809,8 +848,8 @@ class Trainer:
             with torch.set_grad_enabled(not ppo):
                 codes = model.codes()
                 for _ in range(cfg.seq):
-                    frame = frame_bits(obs[:, 0], self.preset)
-                    bits = torch.as_tensor(frame, dtype=torch.float64)
+                    frame = torch.as_tensor(frame_bits(obs[:, 0], self.preset)).to(dev)
+                    bits = frame.to(torch.float64)
                     logits, value, state = model.step(bits, state, codes)
                     if ref is not None:
                         with torch.no_grad():
@@ -820,15 +859,16 @@ class Trainer:
                     dist = torch.distributions.Categorical(logits=logits / cfg.temperature)
                     action = dist.sample()
                     obs, reward, term, trunc, _ = envs.step(
-                        np.asarray(ALE_ACTIONS)[action.numpy()])
+                        np.asarray(ALE_ACTIONS)[action.cpu().numpy()])
                     done = np.logical_or(term, trunc)
-                    roll.bits.append(torch.as_tensor(frame, dtype=torch.uint8))
+                    done_t = torch.as_tensor(done).to(dev)
+                    roll.bits.append(frame.to(torch.uint8))
                     roll.actions.append(action)
                     roll.logps.append(dist.log_prob(action))
                     roll.entropies.append(dist.entropy())
                     roll.values.append(value)
-                    roll.rewards.append(torch.as_tensor(reward, dtype=torch.float64))
-                    roll.dones.append(torch.as_tensor(done, dtype=torch.float64))
+                    roll.rewards.append(torch.as_tensor(reward, dtype=torch.float64).to(dev))
+                    roll.dones.append(done_t.to(torch.float64))
                     ep_score += reward
                     ep_steps += 1
                     self.counters["frames"] += FRAMESKIP * n
@@ -836,12 +876,12 @@ class Trainer:
                     for i in np.flatnonzero(done):
                         self._episode_done(float(ep_score[i]), int(ep_steps[i]), "student")
                         ep_score[i], ep_steps[i] = 0.0, 0
-                    state = model.reset_state(state, torch.as_tensor(done))
+                    state = model.reset_state(state, done_t)
                     if ref is not None:
-                        ref_state = ref.reset_state(ref_state, torch.as_tensor(done))
+                        ref_state = ref.reset_state(ref_state, done_t)
             with torch.no_grad():
-                bits = frame_bits(obs[:, 0], self.preset)
-                _, next_value, _ = model.step(torch.as_tensor(bits, dtype=torch.float64),
+                bits = torch.as_tensor(frame_bits(obs[:, 0], self.preset)).to(dev)
+                _, next_value, _ = model.step(bits.to(torch.float64),
                                               tuple(s.detach() for s in state), model.codes())
             adv_t, ret_t = self._gae(roll, next_value)
             adv_n = (adv_t - adv_t.mean()) / (adv_t.std() + 1e-8)
@@ -909,7 +949,7 @@ class Trainer:
         for epoch in range(cfg.ppo_epochs):
             groups = np.array_split(self.rng.permutation(cfg.envs), cfg.ppo_minibatches)
             for g, group in enumerate(groups):
-                idx = torch.as_tensor(group)
+                idx = torch.as_tensor(group).to(self.tdev)
                 st = tuple(s[idx] for s in start)
                 codes = model.codes()
                 logps, values, entropies, kls = [], [], [], []
@@ -1015,9 +1055,10 @@ def resume_config(out: str | Path, given: Mapping[str, Any] | None = None
     """The settings of the run in ``out``, as a resume called with ``given`` runs it.
 
     The run keeps its own settings. ``given`` holds those the caller set: ``frames`` may extend
-    the budget, ``workers`` and ``torch_threads`` say how to run (the defaults where not given),
-    ``progress_every`` and ``checkpoint_every`` how often it reports and saves (the run's own
-    where not given), and those in :data:`.settings.RESUME_CHANGEABLE` may change.
+    the budget, ``workers``, ``torch_threads`` and ``torch_device`` say how to run (the defaults
+    where not given), ``progress_every`` and ``checkpoint_every`` how often it reports and saves
+    (the run's own where not given), and those in :data:`.settings.RESUME_CHANGEABLE` may change
+    (``envs`` only for an A2C run).
 
     Returns
     -------
@@ -1045,7 +1086,10 @@ def resume_config(out: str | Path, given: Mapping[str, Any] | None = None
     for name, new in given.items():
         if name in _CALL_SETTINGS + _REPORT_SETTINGS or new == saved.get(name, new):
             continue
-        if name in RESUME_CHANGEABLE:
+        if name == "envs" and saved["stage"] == DAGGER:
+            fixed.append(f"envs (the run's {saved[name]!r}, given {new!r}; a dagger run keeps "
+                         "its envs)")
+        elif name in RESUME_CHANGEABLE:
             changes[name] = [saved[name], new]
         else:
             fixed.append(f"{name} (the run's {saved[name]!r}, given {new!r})")
@@ -1058,6 +1102,7 @@ def resume_config(out: str | Path, given: Mapping[str, Any] | None = None
               "frames": max(given.get("frames", 0), saved["frames"]),
               "workers": given.get("workers", call["workers"].default),
               "torch_threads": given.get("torch_threads", call["torch_threads"].default),
+              "torch_device": given.get("torch_device", call["torch_device"].default),
               **{name: given[name] for name in _REPORT_SETTINGS if name in given}}
     merged.update({name: new for name, (_, new) in changes.items()})
     return TrainConfig(**merged), changes
@@ -1069,7 +1114,8 @@ def train(cfg: TrainConfig, resume: bool = False, changes: dict[str, list] | Non
 
     With ``resume``, the run in ``cfg.out`` goes on. ``cfg`` and ``changes`` are then what
     :func:`resume_config` returned; without ``changes``, the run keeps its own settings and
-    takes only ``cfg``'s ``frames``, ``workers`` and ``torch_threads``. A changed setting is
+    takes only ``cfg``'s ``frames``, ``workers``, ``torch_threads`` and ``torch_device``. A
+    changed setting is
     logged as a ``config`` record.
     """
     if resume and changes is None:

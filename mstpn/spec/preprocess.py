@@ -100,11 +100,26 @@ def binarize(frame: np.ndarray, geometry: FrameGeometry = DEFAULT_GEOMETRY) -> n
     else:
         area = frame[..., geometry.top : geometry.bottom, :]
         lit = area != BACKGROUND_GRAY
+    return _pool_any(lit, geometry)
+
+
+def _pool_any(lit: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
+    """True where any pixel of a ``pool_rows`` x ``pool_cols`` window is; ``(..., rows, cols)``.
+
+    The same as ``lit.reshape(..., rows, pool_rows, cols, pool_cols).any(axis=(-3, -1))``,
+    written as ORs of strided slices, which is about 9x faster on a batch of frames (A2C
+    binarises every env's frame each step).
+    """
     batch = lit.shape[:-2]
-    windows = lit.reshape(
-        *batch, geometry.rows, geometry.pool_rows, geometry.cols, geometry.pool_cols
-    )
-    return windows.any(axis=(-3, -1))
+    rows = lit.reshape(*batch, geometry.rows, geometry.pool_rows, geometry.width)
+    out = rows[..., 0, :].copy()
+    for k in range(1, geometry.pool_rows):
+        out |= rows[..., k, :]
+    cols = out.reshape(*batch, geometry.rows, geometry.cols, geometry.pool_cols)
+    pooled = cols[..., 0].copy()
+    for k in range(1, geometry.pool_cols):
+        pooled |= cols[..., k]
+    return pooled
 
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:
