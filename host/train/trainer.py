@@ -73,6 +73,8 @@ __all__ = ["TrainConfig", "Trainer", "train", "resume_config", "load_checkpoint"
 _CALL_SETTINGS = ("out", "frames", "workers", "torch_threads", "torch_device")
 #: How often a run reports and saves: a resume keeps the run's own unless its call gives them.
 _REPORT_SETTINGS = ("progress_every", "checkpoint_every")
+#: The accepted ``--torch-device`` names.
+_TORCH_DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
 
 
 @dataclass
@@ -188,8 +190,6 @@ class TrainConfig:
             raise ValueError(f"ppo_minibatches ({self.ppo_minibatches}) splits the envs: it may "
                              f"not exceed envs ({self.envs})")
 
-
-_TORCH_DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
 
 #: Per update, the averaged parameters (``--ema`` of ``mstpn export``) keep this much of their
 #: old value: a time constant of 1,000 updates, a few minutes of DAgger. The average only rides
