@@ -196,10 +196,10 @@ def test_resume_may_change_the_step_sizes_and_refuses_the_rest(tmp_path, capsys)
     log = (run / "log.jsonl").read_bytes()
 
     # refused, naming the setting, the run's value and the one given; nothing is written
-    assert main(["train", "--out", str(run), "--resume", "--envs", "4", "--seq", "8",
+    assert main(["train", "--out", str(run), "--resume", "--batch", "4", "--seq", "8",
                  "--lr", "5e-5"]) == 2
     err = capsys.readouterr().err
-    assert "envs (the run's 2, given 4)" in err and "seq" not in err.split("keeps")[1]
+    assert "batch (the run's 16, given 4)" in err and "seq" not in err.split("keeps")[1]
     assert "may change only lr, encoder_lr_scale, kl_weight, entropy" in err
     assert main(["train", "--out", str(run), "--resume", "--level-shift", "2"]) == 2
     assert "device" in capsys.readouterr().err
