@@ -185,8 +185,8 @@ def add_train_commands(sub) -> None:
                    help=f"{' or '.join(STAGES)} (default {STAGES[0]})")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its own settings: --frames may extend "
-                        f"its budget and {_said(RESUME_CHANGEABLE)} may change (logged); "
-                        "other settings that differ are refused")
+                        f"its budget and {_said(RESUME_CHANGEABLE)} may change (logged; "
+                        "--envs only on an a2c run); other settings that differ are refused")
     p.add_argument("--init", type=Path, help="start from this checkpoint's parameters")
     p.add_argument("--frames", type=int, help="emulated-frame budget (default 2,000,000)")
     p.add_argument("--seed", type=int, help="seed (default 0)")

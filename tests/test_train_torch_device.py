@@ -46,6 +46,9 @@ def test_asking_for_a_gpu_that_is_not_there_is_refused_by_name(tmp_path, capsys)
                  "--torch-device", "cuda", *SMALL]) == 2
     assert "--torch-device cuda: this torch" in capsys.readouterr().err
     assert not (run / "latest.pt").exists()  # refused before anything ran
+    with pytest.raises(RuntimeError, match="--torch-device cuda: this torch"):
+        Trainer(TrainConfig(out=str(tmp_path / "lib"), stage="a2c", torch_device="cuda"))
+    assert not (tmp_path / "lib").exists()  # the trainer checks before it makes the folder
 
 
 def test_an_a2c_resume_may_change_its_envs_and_a_dagger_resume_may_not(tmp_path,

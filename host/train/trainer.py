@@ -441,11 +441,12 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
         self.cfg = cfg
+        #: Where the network runs (``--torch-device``); the envs and the log stay on the CPU.
+        #: Checked first, so that a missing GPU leaves no run folder behind.
+        self.tdev = torch_device(cfg.torch_device)
         self.dir = Path(cfg.out)
         self.dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(cfg.torch_threads)
-        #: Where the network runs (``--torch-device``); the envs and the log stay on the CPU.
-        self.tdev = torch_device(cfg.torch_device)
         self.preset = get_preset(cfg.preset)
         self.device = DeviceModel.from_dict(cfg.device)
         random.seed(cfg.seed)
