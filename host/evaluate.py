@@ -3,7 +3,10 @@
 N episodes of ``ALE/Pong-v5`` (:func:`mstpn.spec.env.make_env`: grayscale, frameskip 4, sticky
 actions 0.25), episode k seeded ``seed + k``, run in lockstep: one batched
 :class:`~mstpn.model.golden.GoldenModel` steps all of them at once, and an episode that has ended
-simply stops counting. Its frames go through :func:`mstpn.spec.preprocess.binarize`, the one
+simply stops counting. A game still going at :data:`~mstpn.spec.env.FREEZE_FRAME` stops there
+(ALE pays a spurious reward and truncates the episode later): each episode reports ALE's return,
+the protocol's ``score``, and beside it ``game_score``, the points won less the points lost
+before the freeze. Its frames go through :func:`mstpn.spec.preprocess.binarize`, the one
 preprocessing. The same loop runs the float twin (:class:`~mstpn.model.reference.FloatModel`) or
 any model with the golden model's ``step``/``reset`` interface, and can run a second model in the
 shadow of the first, on the same frames, to measure how often their actions agree.
@@ -22,7 +25,7 @@ import numpy as np
 from ..model.golden import GoldenModel
 from ..model.image import ParamImage
 from ..model.reference import FloatModel
-from ..spec.env import make_env
+from ..spec.env import make_env, past_freeze
 from ..spec.preprocess import binarize
 from ..spec.presets import ALE_ACTIONS
 
@@ -69,7 +72,10 @@ def run_episodes(
     -------
     dict
         ``mean_score``, ``std_score``, ``episodes`` (each ``seed``, ``score``, ``steps``,
-        ``truncated``), ``steps``, ``wall_s``, and ``agreement`` when a shadow ran.
+        ``truncated``, ``game_score`` and ``frozen``), ``mean_game_score``, ``frozen_episodes``,
+        ``steps``, ``wall_s``, and ``agreement`` when a shadow ran. ``score`` is ALE's return,
+        spurious reward included; ``game_score`` counts the points played before the game
+        froze (the same as ``score`` in an episode that did not).
     """
     envs = [make_env() for _ in range(episodes)]
     obs = np.stack([env.reset(seed=seed + k)[0] for k, env in enumerate(envs)])
@@ -80,6 +86,8 @@ def run_episodes(
     score = np.zeros(episodes)
     steps = np.zeros(episodes, dtype=np.int64)
     truncated = np.zeros(episodes, dtype=bool)
+    game = np.zeros(episodes)
+    frozen = np.zeros(episodes, dtype=bool)
     agree = total = 0
     start = time.monotonic()
     t = 0
@@ -94,6 +102,12 @@ def run_episodes(
             o, r, term, trunc, _ = envs[k].step(ALE_ACTIONS[int(out.action[k])])
             obs[k] = o
             score[k] += r
+            # The step that reaches the freeze carries ALE's spurious reward; a game that
+            # ended by then ended as a game.
+            if not (frozen[k] or term) and past_freeze(envs[k]):
+                frozen[k] = True
+            if not frozen[k]:
+                game[k] += r
             steps[k] += 1
             if term or trunc:
                 alive[k] = False
@@ -111,9 +125,12 @@ def run_episodes(
         "std_score": float(score.std()),
         "episodes": [
             {"seed": seed + k, "score": float(score[k]), "steps": int(steps[k]),
-             "truncated": bool(truncated[k])}
+             "truncated": bool(truncated[k]), "game_score": float(game[k]),
+             "frozen": bool(frozen[k])}
             for k in range(episodes)
         ],
+        "mean_game_score": float(game.mean()),
+        "frozen_episodes": int(frozen.sum()),
         "steps": int(steps.sum()),
         "wall_s": round(time.monotonic() - start, 1),
     }

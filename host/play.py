@@ -35,7 +35,7 @@ import numpy as np
 from ..model.golden import GoldenModel
 from ..model.image import ParamImage
 from ..spec.counters import COUNTER_NAMES
-from ..spec.env import ENV_ID, FRAMESKIP, STICKY, make_env, real_time_decisions_per_s
+from ..spec.env import ENV_ID, FRAMESKIP, STICKY, make_env, past_freeze, real_time_decisions_per_s
 from ..spec.preprocess import binarize, pack_bits
 from ..spec.presets import ALE_ACTIONS, Preset
 
@@ -409,9 +409,12 @@ def play(
     -------
     dict
         ``episodes`` (each ``seed``, ``score``, ``points``, ``steps``, ``truncated``,
-        ``wall_s``, ``decisions_per_s``, ``latency``, ``bytes_out``, ``bytes_in``,
+        ``frozen``, ``wall_s``, ``decisions_per_s``, ``latency``, ``bytes_out``, ``bytes_in``,
         ``counters``, ``energy``), ``mean_score``, ``steps``, ``decisions_per_s``,
         ``latency``, ``counters``, ``energy``, ``bytes_out``, ``bytes_in`` and the settings.
+        ``score`` counts the points played: in a game still going at the freeze
+        (:data:`~mstpn.spec.env.FREEZE_FRAME`), the points before it, as ``mstpn eval``'s
+        ``game_score``.
 
     Raises
     ------
@@ -450,6 +453,7 @@ def play(
             points = [0, 0]
             steps = 0
             truncated = False
+            frozen = False
             begun = time.perf_counter()
             while True:
                 bits = binarize(obs, preset.frame)
@@ -469,7 +473,12 @@ def play(
                                     f"{len(ALE_ACTIONS)} actions")
                 obs, reward, term, trunc, _ = env.step(ALE_ACTIONS[action])
                 steps += 1
-                if reward > 0:
+                # Past the freeze (mstpn.spec.env.FREEZE_FRAME) ALE's reward is no point played.
+                if not (frozen or term) and past_freeze(env):
+                    frozen = True
+                if frozen:
+                    pass
+                elif reward > 0:
                     points[0] += int(reward)
                 elif reward < 0:
                     points[1] += int(-reward)
@@ -510,6 +519,7 @@ def play(
                 "points": {"agent": points[0], "opponent": points[1]},
                 "steps": steps,
                 "truncated": truncated,
+                "frozen": frozen,
                 "wall_s": round(wall, 3),
                 "decisions_per_s": round(steps / wall, 2) if wall > 0 else None,
                 "latency": latency_stats(latencies),

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..spec.env import FREEZE_FRAME
 from .train.settings import KL_DIRECTIONS, RESUME_CHANGEABLE, STAGES, option_name
 from .train.teacher import TEACHERS
 
@@ -156,9 +157,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"{image.device.describe()}")
     for ep in record["episodes"]:
         cut = " (truncated)" if ep["truncated"] else ""
-        print(f"  seed {ep['seed']:6d}: score {ep['score']:+5.0f} in {ep['steps']:6d} steps{cut}")
+        froze = (f", game froze at {ep['game_score']:+.0f}" if ep["frozen"] else "")
+        print(f"  seed {ep['seed']:6d}: score {ep['score']:+5.0f} in {ep['steps']:6d} steps"
+              f"{cut}{froze}")
     print(f"mean score {record['mean_score']:+.2f} +- {record['std_score']:.2f} over "
           f"{args.episodes} episodes ({record['wall_s']:.0f} s)")
+    if record["frozen_episodes"]:
+        print(f"{record['frozen_episodes']} of {args.episodes} games froze at emulated frame "
+              f"{FREEZE_FRAME:,}, where ALE pays a spurious reward; the points played before "
+              f"it: mean {record['mean_game_score']:+.2f} (docs/model-card.md)")
     if "agreement" in record:
         print(f"action agreement with the {args.agreement} model: {record['agreement']:.4f}")
     return 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from mstpn.host.cli import main
-from mstpn.host.evaluate import evaluate, run_episodes
+from mstpn.host.evaluate import default_agent, evaluate, run_episodes
 from mstpn.model.golden import GoldenModel
 from mstpn.model.image import ParamImage, expected_shapes
-from mstpn.spec.env import make_env, make_vector_env
+from mstpn.spec.env import FRAMESKIP, FREEZE_FRAME, MAX_FRAMES, make_env, make_vector_env
 from mstpn.spec.presets import get_preset
 
 
@@ -73,3 +74,63 @@ def test_vector_env_frames_match_single_env() -> None:
         np.testing.assert_array_equal(obs[0, 0], single)
     venv.close()
     env.close()
+
+
+def test_game_score_stops_at_the_freeze(monkeypatch) -> None:
+    """Bookkeeping of a frozen game, with the freeze moved to frame 2,000 (step 500): the game
+    score is the return of the first 499 steps, and the steps after it count in ALE's return
+    only."""
+    import mstpn.spec.env as env_module
+
+    image = _random_image(3)
+    before = run_episodes(GoldenModel.from_image(image, batch=2), 2, 11, max_steps=499)
+    assert before["frozen_episodes"] == 0
+    assert [ep["game_score"] for ep in before["episodes"]] == [
+        ep["score"] for ep in before["episodes"]]
+    monkeypatch.setattr(env_module, "FREEZE_FRAME", 2000)
+    after = run_episodes(GoldenModel.from_image(image, batch=2), 2, 11, max_steps=900)
+    assert after["frozen_episodes"] == 2
+    for b, a in zip(before["episodes"], after["episodes"], strict=True):
+        assert a["frozen"] and a["steps"] > 500
+        assert a["game_score"] == b["score"]
+    assert after["mean_game_score"] == np.mean([ep["score"] for ep in before["episodes"]])
+    # A random agent loses points after the (moved) freeze too: they count in ALE's return.
+    assert any(a["score"] != a["game_score"] for a in after["episodes"])
+
+
+@pytest.mark.slow
+def test_a_long_game_freezes_and_its_game_score_is_the_points_played() -> None:
+    """A real freeze: the shipped agent's game from seed 40,000,003 is still going at
+    FREEZE_FRAME. Its game score is the return of the steps before the freeze step, ALE's
+    return differs by the spurious reward, and v5's frame limit ends the episode."""
+    image = ParamImage.load(default_agent())
+    full = run_episodes(GoldenModel.from_image(image, batch=1), 1, 40_000_003)
+    ep = full["episodes"][0]
+    assert ep["frozen"], "pick a seed whose game lasts past the freeze for this agent"
+    assert ep["steps"] == MAX_FRAMES // FRAMESKIP and not ep["truncated"]
+    cut = run_episodes(GoldenModel.from_image(image, batch=1), 1, 40_000_003,
+                       max_steps=FREEZE_FRAME // FRAMESKIP - 1)
+    assert cut["frozen_episodes"] == 0
+    assert ep["game_score"] == cut["episodes"][0]["score"]
+    assert ep["score"] != ep["game_score"]
+
+
+def test_training_envs_stop_before_the_freeze(monkeypatch) -> None:
+    """make_vector_env truncates at the last step before FREEZE_FRAME (moved to frame 404, step
+    101, so that a NOOP game is still going there); with stop_before_freeze=False it does not."""
+    import mstpn.spec.env as env_module
+
+    monkeypatch.setattr(env_module, "FREEZE_FRAME", 404)
+    for stop, expect in ((True, 100), (False, None)):
+        venv = make_vector_env(2, threads=1, stop_before_freeze=stop)
+        venv.reset(seed=3)
+        ended = None
+        for t in range(1, 151):
+            _, _, term, trunc, _ = venv.step(np.zeros(2, dtype=np.int64))
+            assert not term.any()
+            if trunc.any():
+                assert trunc.all()
+                ended = t
+                break
+        venv.close()
+        assert ended == expect

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 __all__ = ["ENV_ID", "FRAMESKIP", "STICKY", "FRAME_RATE", "real_time_decisions_per_s", "make_env",
            "make_vector_env", "RAM_BALL_X", "RAM_BALL_Y", "RAM_OUR_PADDLE", "RAM_PADDLE_COLUMN",
-           "RAM_Y_TOP", "RAM_Y_BOTTOM", "RAM_CENTRE_OFFSET", "PADDLE_PIXEL_COLUMNS"]
+           "RAM_Y_TOP", "RAM_Y_BOTTOM", "RAM_CENTRE_OFFSET", "PADDLE_PIXEL_COLUMNS",
+           "MAX_FRAMES", "FREEZE_FRAME", "past_freeze"]
 
 ENV_ID = "ALE/Pong-v5"
 #: Emulated frames per decision.
@@ -39,6 +40,21 @@ RAM_CENTRE_OFFSET = 7.0
 #: On screen: the first pixel column of the opponent's paddle and of ours, each 4 pixels wide
 #: (measured with ale-py 0.12.1; ours is RAM_PADDLE_COLUMN less the RAM's offset of about 48).
 PADDLE_PIXEL_COLUMNS = (16, 140)
+
+#: v5's limit: an episode is truncated after this many emulated frames.
+MAX_FRAMES = 108_000
+#: The emulated frame of an episode from which Pong no longer plays (measured with ale-py
+#: 0.12.1, the step that ends at this frame: step 16,303 at frameskip 4). In a game still going
+#: there, the ball vanishes, the opponent's score in RAM drops (to 1 in the game measured), ALE
+#: pays the drop as that one step's reward (+11 there), and no point is played again until
+#: v5's 108,000-frame limit truncates the episode. Other Atari games are reported to stop at
+#: about 65,536 frames too (openai/gym#833). docs/model-card.md, "The frozen games".
+FREEZE_FRAME = 65_212
+
+
+def past_freeze(env) -> bool:
+    """Whether a :func:`make_env` episode has reached :data:`FREEZE_FRAME`."""
+    return env.unwrapped.ale.getEpisodeFrameNumber() >= FREEZE_FRAME
 
 
 def real_time_decisions_per_s(frameskip: int = FRAMESKIP) -> float:
@@ -75,7 +91,8 @@ def make_env(sticky: float = STICKY, frameskip: int = FRAMESKIP, render_mode: st
 
 
 def make_vector_env(num_envs: int, threads: int = 2, sticky: float = STICKY,
-                    frameskip: int = FRAMESKIP, autoreset_mode: str = "NextStep"):
+                    frameskip: int = FRAMESKIP, autoreset_mode: str = "NextStep",
+                    stop_before_freeze: bool = True):
     """ale-py's native vector env, configured to give the frames of :func:`make_env`.
 
     Parameters
@@ -87,6 +104,10 @@ def make_vector_env(num_envs: int, threads: int = 2, sticky: float = STICKY,
     autoreset_mode : {"NextStep", "SameStep", "Disabled"}
         ale-py's autoreset mode: with ``"SameStep"`` the observation returned with a terminal
         step is already the first frame of the next episode.
+    stop_before_freeze : bool
+        Truncate each episode at its last step before :data:`FREEZE_FRAME` (step 16,302 at
+        frameskip 4) instead of v5's :data:`MAX_FRAMES`, so that training never sees the freeze's
+        spurious reward nor the frozen screen after it. ``False`` keeps v5's limit.
     """
     from ale_py.vector_env import AtariVectorEnv
 
@@ -105,4 +126,6 @@ def make_vector_env(num_envs: int, threads: int = 2, sticky: float = STICKY,
         reward_clipping=False,
         use_fire_reset=False,
         autoreset_mode=autoreset_mode,
+        # The freeze falls in the 4 frames before FREEZE_FRAME.
+        max_num_frames_per_episode=(FREEZE_FRAME - 4) if stop_before_freeze else MAX_FRAMES,
     )
