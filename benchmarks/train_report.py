@@ -64,14 +64,19 @@ class TorchAgent:
 
 def markdown(results: dict) -> str:
     """The report as a markdown table."""
-    lines = ["| row | episodes | mean score | sd | min | max | mean steps | agreement |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | episodes | mean score | sd | min | max | mean steps | game score (frozen) "
+             "| agreement |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         scores = [e["score"] for e in r["episodes"]]
         steps = np.mean([e["steps"] for e in r["episodes"]])
         agree = f"{r['agreement']:.4f}" if "agreement" in r else ""
+        # Records from before the freeze was known carry no game score.
+        game = (f"{r['mean_game_score']:+.2f} ({r['frozen_episodes']})"
+                if "mean_game_score" in r else "")
         lines.append(f"| {name} | {len(scores)} | {r['mean_score']:+.2f} | {r['std_score']:.2f} "
-                     f"| {min(scores):+.0f} | {max(scores):+.0f} | {steps:.0f} | {agree} |")
+                     f"| {min(scores):+.0f} | {max(scores):+.0f} | {steps:.0f} | {game} "
+                     f"| {agree} |")
     return "\n".join(lines)
 
 
@@ -142,7 +147,9 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=2))
         agree = f", agreement {record['agreement']:.4f}" if "agreement" in record else ""
         print(f"{name}: mean {record['mean_score']:+.2f} +- {record['std_score']:.2f} over "
-              f"{len(record['episodes'])} episodes{agree} ({time.monotonic() - start:.0f} s)",
+              f"{len(record['episodes'])} episodes{agree}, game score "
+              f"{record['mean_game_score']:+.2f} ({record['frozen_episodes']} froze) "
+              f"({time.monotonic() - start:.0f} s)",
               flush=True)
 
 

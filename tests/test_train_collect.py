@@ -82,6 +82,19 @@ def test_collector_segments_follow_episodes() -> None:
         Collector(_spec()).collect(None, beta=0.0, steps=1)
 
 
+def test_collector_ends_a_game_at_the_freeze(monkeypatch) -> None:
+    """An episode still going at the freeze (moved to frame 20, step 5) ends with that step,
+    before the 7-step cut."""
+    import mstpn.spec.env as env_module
+
+    monkeypatch.setattr(env_module, "FREEZE_FRAME", 20)
+    collector = Collector(_spec())
+    codes = {k: v.detach() for k, v in collector.model.codes().items()}
+    ended = [(seg.env, seg.steps) for seg in collector.collect(codes, beta=1.0, steps=6)
+             if seg.ended]
+    assert sorted(ended) == [(0, 5), (1, 5)]
+
+
 def test_worker_reports_its_failure() -> None:
     with pytest.raises(RuntimeError, match="unknown teacher 'nope'"):
         WorkerCollectors([_spec(teacher="nope")])

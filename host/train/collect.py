@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ...spec.device import DeviceModel
-from ...spec.env import make_env
+from ...spec.env import make_env, past_freeze
 from ...spec.preprocess import binarize
 from ...spec.presets import ALE_ACTIONS, get_preset
 from .model import MSTPN
@@ -173,11 +173,15 @@ class Collector:
                 ep.labels.append(label)
                 action = label if ep.driver == "teacher" else int(student[j])
                 obs, reward, term, trunc, _ = env.step(ALE_ACTIONS[action])
-                ep.score += float(reward)
+                # A game still going at the freeze ends there, without the freeze's spurious
+                # reward (mstpn.spec.env.FREEZE_FRAME), as the A2C envs do.
+                frozen = not term and past_freeze(env)
+                if not frozen:
+                    ep.score += float(reward)
                 ep.steps += 1
                 self._obs[j] = obs
                 cut = self.spec.max_episode_steps and ep.steps >= self.spec.max_episode_steps
-                if term or trunc or cut:
+                if term or trunc or cut or frozen:
                     segments.append(self._segment(j, marks[j], ended=True))
                     done[j] = True
                     self._start(j, beta)
