@@ -476,12 +476,9 @@ def play(
                 # Past the freeze (mstpn.spec.env.FREEZE_FRAME) ALE's reward is no point played.
                 if not (frozen or term) and past_freeze(env):
                     frozen = True
-                if frozen:
-                    pass
-                elif reward > 0:
-                    points[0] += int(reward)
-                elif reward < 0:
-                    points[1] += int(-reward)
+                if not frozen:
+                    points[0] += max(int(reward), 0)
+                    points[1] += max(int(-reward), 0)
                 if observer is not None:
                     elapsed = time.perf_counter() - begun
                     observer(StepInfo(

@@ -47,7 +47,7 @@ MAX_FRAMES = 108_000
 #: 0.12.1, the step that ends at this frame: step 16,303 at frameskip 4). In a game still going
 #: there, the ball vanishes, the opponent's score in RAM drops (to 1 in the game measured), ALE
 #: pays the drop as that one step's reward (+11 there), and no point is played again until
-#: v5's 108,000-frame limit truncates the episode. Other Atari games are reported to stop at
+#: :data:`MAX_FRAMES` truncates the episode. Other Atari games are reported to stop at
 #: about 65,536 frames too (openai/gym#833). docs/model-card.md, "The frozen games".
 FREEZE_FRAME = 65_212
 
@@ -126,6 +126,8 @@ def make_vector_env(num_envs: int, threads: int = 2, sticky: float = STICKY,
         reward_clipping=False,
         use_fire_reset=False,
         autoreset_mode=autoreset_mode,
-        # The freeze falls in the 4 frames before FREEZE_FRAME.
-        max_num_frames_per_episode=(FREEZE_FRAME - 4) if stop_before_freeze else MAX_FRAMES,
+        # FREEZE_FRAME was measured as the end of a step at frameskip FRAMESKIP: the freeze
+        # falls in that step's frames.
+        max_num_frames_per_episode=(FREEZE_FRAME - FRAMESKIP) if stop_before_freeze
+        else MAX_FRAMES,
     )
