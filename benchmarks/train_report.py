@@ -35,6 +35,7 @@ import torch
 
 from mstpn.host.evaluate import run_episodes
 from mstpn.host.train.trainer import load_checkpoint, model_from_checkpoint
+from mstpn.model.atomic import atomic_write_bytes
 from mstpn.model.golden import GoldenModel, StepOutput
 from mstpn.model.image import ParamImage
 from mstpn.model.reference import FloatModel
@@ -144,7 +145,8 @@ def main() -> None:
         record = run()
         record["row"] = name
         results[name] = record
-        args.out.write_text(json.dumps(results, indent=2))
+        # Atomic, so that a run stopped mid-write keeps the rows it had finished.
+        atomic_write_bytes(args.out, json.dumps(results, indent=2).encode())
         agree = f", agreement {record['agreement']:.4f}" if "agreement" in record else ""
         print(f"{name}: mean {record['mean_score']:+.2f} +- {record['std_score']:.2f} over "
               f"{len(record['episodes'])} episodes{agree}, game score "
