@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..spec.env import FREEZE_FRAME
-from .train.settings import KL_DIRECTIONS, RESUME_CHANGEABLE, STAGES, option_name
+from .train.settings import CRITICS, KL_DIRECTIONS, RESUME_CHANGEABLE, STAGES, option_name
 from .train.teacher import TEACHERS
 
 __all__ = ["add_train_commands"]
@@ -247,6 +247,13 @@ def add_train_commands(sub) -> None:
     p.add_argument("--entropy", type=float, help="A2C entropy bonus (default 0.01)")
     p.add_argument("--critic-warmup", type=int, metavar="FRAMES",
                    help="A2C: frames during which only the critic learns (default 0)")
+    p.add_argument("--critic", choices=CRITICS,
+                   help="A2C: what the critic reads: 'h', a linear map of the plastic layer's "
+                        "output (the default), or 'frames', a small network over the frame, the "
+                        "frame before it and h (training only either way; docs/training.md)")
+    p.add_argument("--critic-lr-scale", type=float, metavar="S",
+                   help="A2C with --critic frames: that critic learns S times faster than "
+                        "--lr (default 10)")
     p.add_argument("--checkpoint-every", type=float, help="seconds between checkpoints (180)")
     p.add_argument("--progress-every", type=float, help="seconds between progress lines (15)")
     p.add_argument("--max-episode-steps", type=int, help="cut training episodes (smoke tests)")

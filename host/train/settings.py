@@ -7,7 +7,7 @@ install; :mod:`.trainer` and :mod:`mstpn.host.export` read them from here too.
 from __future__ import annotations
 
 __all__ = ["DAGGER", "A2C", "STAGES", "FORWARD_KL", "REVERSE_KL", "KL_DIRECTIONS",
-           "RESUME_CHANGEABLE", "option_name"]
+           "H_CRITIC", "FRAME_CRITIC", "CRITICS", "RESUME_CHANGEABLE", "option_name"]
 
 #: Imitation of a teacher (docs/training.md, stage 1).
 DAGGER = "dagger"
@@ -24,6 +24,12 @@ STAGES = (DAGGER, A2C)
 FORWARD_KL, REVERSE_KL = "forward", "reverse"
 KL_DIRECTIONS = (FORWARD_KL, REVERSE_KL)
 
+#: What A2C's critic reads, the default first: ``h``, a linear map of the plastic layer's
+#: output; ``frames``, a small network over the binary frame, the frame before it and h
+#: (:class:`.critic.FrameCritic`). Either is float, training only, and never exported.
+H_CRITIC, FRAME_CRITIC = "h", "frames"
+CRITICS = (H_CRITIC, FRAME_CRITIC)
+
 #: The settings a resumed run may change: how far each update moves the student, and (A2C)
 #: how many envs play and on how many threads, not what the run is (its stage, model, seeds and
 #: init stay those it started with). An A2C resume starts its envs afresh, so their number may
@@ -31,7 +37,7 @@ KL_DIRECTIONS = (FORWARD_KL, REVERSE_KL)
 #: episodes are saved per env).
 RESUME_CHANGEABLE = (
     "lr", "encoder_lr_scale", "kl_weight", "entropy", "ppo_epochs", "ppo_clip", "ppo_minibatches",
-    "kl_direction", "temperature", "envs", "env_threads")
+    "kl_direction", "temperature", "critic_lr_scale", "envs", "env_threads")
 
 
 def option_name(setting: str) -> str:

@@ -61,10 +61,20 @@ from ...spec.env import FRAMESKIP, STICKY, make_vector_env
 from ...spec.presets import ALE_ACTIONS, get_preset
 from ...spec.qformat import ACT
 from .collect import CollectorSpec, Segment, frame_bits, make_collectors, split_envs
+from .critic import FrameCritic
 from .model import MSTPN
 from .phase import AUX_TARGETS, aux_targets, loss_weights
 from .runlog import JsonlLog, draw_curve
-from .settings import A2C, DAGGER, KL_DIRECTIONS, RESUME_CHANGEABLE, REVERSE_KL, STAGES
+from .settings import (
+    A2C,
+    CRITICS,
+    DAGGER,
+    FRAME_CRITIC,
+    KL_DIRECTIONS,
+    RESUME_CHANGEABLE,
+    REVERSE_KL,
+    STAGES,
+)
 
 __all__ = ["TrainConfig", "Trainer", "train", "resume_config", "load_checkpoint",
            "model_from_checkpoint", "torch_device", "EMA_DECAY"]
@@ -110,6 +120,10 @@ class TrainConfig:
     entropy: float = 0.01
     value_coef: float = 0.5
     critic_warmup: int = 0
+    #: A2C: what the critic reads, one of :data:`.settings.CRITICS` (``frames``:
+    #: :class:`.critic.FrameCritic`, which learns ``critic_lr_scale`` times faster than ``lr``).
+    critic: str = CRITICS[0]
+    critic_lr_scale: float = 10.0
     grad_clip: float = 1.0
     checkpoint_every: float = 180.0
     progress_every: float = 15.0
@@ -186,6 +200,15 @@ class TrainConfig:
         if self.torch_device != "cpu" and self.stage != A2C:
             raise ValueError("torch_device other than cpu is an a2c stage option (DAgger's "
                              "learner and teacher run on the CPU)")
+        if self.critic not in CRITICS:
+            raise ValueError(f"unknown critic {self.critic!r}: {' or '.join(map(repr, CRITICS))}")
+        if self.critic == FRAME_CRITIC and self.stage != A2C:
+            raise ValueError("critic 'frames' is an a2c stage option")
+        if self.critic == FRAME_CRITIC and self.ppo_epochs:
+            raise ValueError("critic 'frames' works with A2C's update only, not with ppo_epochs")
+        if not (math.isfinite(self.critic_lr_scale) and self.critic_lr_scale > 0.0):
+            raise ValueError(
+                f"critic_lr_scale must be a finite number > 0, not {self.critic_lr_scale}")
         if self.ppo_epochs and self.ppo_minibatches > self.envs:
             raise ValueError(f"ppo_minibatches ({self.ppo_minibatches}) splits the envs: it may "
                              f"not exceed envs ({self.envs})")
@@ -431,6 +454,7 @@ class Rollout(NamedTuple):
     dones: list       # 1.0 where the episode ended at this step (the state was then zeroed)
     kls: list         # KL(reference || student), with an anchor
     ref_logits: list  # the reference's logits, with an anchor
+    h_values: list    # with the frame critic, the h critic's values (it learns beside it)
 
 
 # --- the trainer ------------------------------------------------------------------------------
@@ -459,6 +483,14 @@ class Trainer:
             self.aux_head = torch.nn.Linear(self.preset.hidden, len(AUX_TARGETS),
                                             dtype=torch.float64)
             groups.append({"params": list(self.aux_head.parameters()), "lr": cfg.lr})
+        # The frame critic (training only) replaces the h critic's values in the advantages;
+        # the h critic goes on learning beside it, so the log compares the two value losses.
+        self.frame_critic: FrameCritic | None = None
+        if cfg.critic == FRAME_CRITIC:
+            self.frame_critic = FrameCritic(self.preset.encoder.inputs, self.preset.hidden,
+                                            seed=cfg.seed).to(self.tdev)
+            groups.append({"params": list(self.frame_critic.parameters()),
+                           "lr": cfg.lr * cfg.critic_lr_scale})
         lrs = [group["lr"] for group in groups]
         self.opt = torch.optim.Adam(groups)
         self.counters = {"frames": 0, "steps": 0, "updates": 0, "episodes": 0, "wall_s": 0.0,
@@ -479,6 +511,7 @@ class Trainer:
             ckpt = load_checkpoint(latest)
             self.model.load_state_dict(ckpt["model"])
             self._load_aux_head(ckpt)
+            self._load_frame_critic(ckpt)
             self.opt.load_state_dict(ckpt["optimizer"])
             # The saved state carries the saved rates; a resume may have changed --lr.
             for group, lr in zip(self.opt.param_groups, lrs, strict=True):
@@ -498,6 +531,7 @@ class Trainer:
                     for name, param in self.model.named_parameters():
                         param.copy_(init["ema"][name])
             self._load_aux_head(init)
+            self._load_frame_critic(init)
             if cfg.init_buffer:
                 if not init.get("buffer"):
                     raise FileNotFoundError(f"--init-buffer: {cfg.init} names no replay buffer")
@@ -530,6 +564,7 @@ class Trainer:
         self._loss_sum, self._loss_n = 0.0, 0
         self._aux_sum = 0.0
         self._kl_sum = 0.0
+        self._value_sum, self._h_value_sum = 0.0, 0.0
         #: The last PPO update's means over its steps (and the replay's first log-ratio).
         self.ppo_stats: dict[str, float] = {}
 
@@ -549,6 +584,11 @@ class Trainer:
         if self.aux_head is not None and ckpt.get("aux_head") is not None:
             self.aux_head.load_state_dict(ckpt["aux_head"])
 
+    def _load_frame_critic(self, ckpt: dict) -> None:
+        """The checkpoint's frame critic, if both it and this run have one."""
+        if self.frame_critic is not None and ckpt.get("frame_critic") is not None:
+            self.frame_critic.load_state_dict(ckpt["frame_critic"])
+
     # --- bookkeeping ---------------------------------------------------------------------------
 
     def wall(self) -> float:
@@ -564,6 +604,8 @@ class Trainer:
             "optimizer": _shrink(self.opt.state_dict()) if optimizer else None,
             "ema": _shrink(self.ema),
             "aux_head": self.aux_head.state_dict() if self.aux_head is not None else None,
+            "frame_critic": (_shrink(self.frame_critic.state_dict())
+                             if self.frame_critic is not None else None),
             "buffer": self._buffer_file if optimizer else None,
             "counters": dict(self.counters),
             "best": self.best,
@@ -614,6 +656,10 @@ class Trainer:
             loss = self._loss_sum / max(self._loss_n, 1)
             aux = self._aux_sum / max(self._loss_n, 1) if self.aux_head is not None else None
             kl = self._kl_sum / max(self._loss_n, 1) if self.reference is not None else None
+            a2c = self.cfg.stage == A2C and not self.cfg.ppo_epochs
+            value = self._value_sum / max(self._loss_n, 1) if a2c else None
+            h_value = (self._h_value_sum / max(self._loss_n, 1)
+                       if a2c and self.frame_critic is not None else None)
             print(
                 f"[{self.cfg.stage}] frames {frames:,} ({fps:,.0f}/s) "
                 f"score(student, last {len(self.scores)}) {score} best {self.best:+.1f} "
@@ -624,11 +670,12 @@ class Trainer:
             )
             self.log.write({"kind": "progress", "frames": frames, "fps": round(fps, 1),
                             "wall_s": round(self.wall(), 1), "loss": loss, "aux_loss": aux,
-                            "kl": kl,
+                            "kl": kl, "value_loss": value, "h_value_loss": h_value,
                             "updates": self.counters["updates"],
                             "mean20": float(np.mean(self.scores)) if self.scores else None})
             self._last_progress, self._frames_at_progress = now, frames
             self._loss_sum, self._loss_n, self._aux_sum, self._kl_sum = 0.0, 0, 0.0, 0.0
+            self._value_sum, self._h_value_sum = 0.0, 0.0
         if now - self._last_ckpt >= self.cfg.checkpoint_every:
             self.checkpoint()
 
@@ -840,10 +887,13 @@ class Trainer:
                 ref_codes = ref.codes()
         ep_score = np.zeros(n)
         ep_steps = np.zeros(n, dtype=np.int64)
+        critic = self.frame_critic
+        # The frame critic's frame before; an episode's first frame is its own (no motion).
+        prev = torch.as_tensor(frame_bits(obs[:, 0], self.preset)).to(dev).to(torch.float64)
         while self.counters["frames"] < cfg.frames:
             state = tuple(s.detach() for s in state)
             start = state
-            roll = Rollout([], [], [], [], [], [], [], [], [])
+            roll = Rollout([], [], [], [], [], [], [], [], [], [])
             # PPO replays the rollout under its own gradients; plain A2C back-propagates
             # through this pass.
             with torch.set_grad_enabled(not ppo):
@@ -852,6 +902,10 @@ class Trainer:
                     frame = torch.as_tensor(frame_bits(obs[:, 0], self.preset)).to(dev)
                     bits = frame.to(torch.float64)
                     logits, value, state = model.step(bits, state, codes)
+                    if critic is not None:
+                        roll.h_values.append(value)
+                        value = critic(bits, prev, state[1])
+                        prev = bits
                     if ref is not None:
                         with torch.no_grad():
                             ref_logits, _, ref_state = ref.step(bits, ref_state, ref_codes)
@@ -880,10 +934,17 @@ class Trainer:
                     state = model.reset_state(state, done_t)
                     if ref is not None:
                         ref_state = ref.reset_state(ref_state, done_t)
+                    if critic is not None and done.any():
+                        # After a reset the obs is the new episode's first frame.
+                        first = torch.as_tensor(frame_bits(obs[:, 0], self.preset)).to(dev)
+                        prev = torch.where(done_t[:, None], first.to(torch.float64), prev)
             with torch.no_grad():
                 bits = torch.as_tensor(frame_bits(obs[:, 0], self.preset)).to(dev)
-                _, next_value, _ = model.step(bits.to(torch.float64),
-                                              tuple(s.detach() for s in state), model.codes())
+                bits = bits.to(torch.float64)
+                _, next_value, next_state = model.step(
+                    bits, tuple(s.detach() for s in state), model.codes())
+                if critic is not None:
+                    next_value = critic(bits, prev, next_state[1])
             adv_t, ret_t = self._gae(roll, next_value)
             adv_n = (adv_t - adv_t.mean()) / (adv_t.std() + 1e-8)
             if ppo:
@@ -919,13 +980,22 @@ class Trainer:
         pg = -(logp_t * adv_n).mean()
         vl = 0.5 * ((val_t - ret_t) ** 2).mean()
         loss = pg + cfg.value_coef * vl - cfg.entropy * ent_t.mean()
+        h_vl = None
+        if roll.h_values:
+            # The h critic's loss on the same targets: the two losses compare the critics.
+            h_vl = 0.5 * ((torch.stack(roll.h_values) - ret_t) ** 2).mean()
+            loss = loss + cfg.value_coef * h_vl
         kl = torch.stack(roll.kls).mean() if roll.kls else None
         if kl is not None:
             loss = loss + cfg.kl_weight * kl
         self._learn(loss)
         self._kl_sum += kl.item() if kl is not None else 0.0
+        self._value_sum += vl.item()
+        self._h_value_sum += h_vl.item() if h_vl is not None else 0.0
         anchor = f" kl {kl.item():.4f}" if kl is not None else ""
-        return f"entropy {ent_t.mean().item():.2f} value loss {vl.item():.3f}{anchor}"
+        h_critic = f" (h critic {h_vl.item():.3f})" if h_vl is not None else ""
+        return (f"entropy {ent_t.mean().item():.2f} value loss {vl.item():.3f}{h_critic}"
+                f"{anchor}")
 
     def _ppo_update(self, start: tuple, roll: Rollout, adv_n: torch.Tensor,
                     ret_t: torch.Tensor) -> str:
@@ -1013,6 +1083,10 @@ class Trainer:
                     p.grad = None
         torch.nn.utils.clip_grad_norm_(
             [p for p in self.model.parameters() if p.grad is not None], self.cfg.grad_clip)
+        if self.frame_critic is not None:
+            # Clipped on its own: a fresh critic's large gradients would otherwise shrink the
+            # policy's step.
+            torch.nn.utils.clip_grad_norm_(self.frame_critic.parameters(), self.cfg.grad_clip)
         self._step(average)
         if count:
             self._loss_sum += loss.item()
