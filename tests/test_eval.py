@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mstpn.host.cli import main
-from mstpn.host.evaluate import default_agent, evaluate, run_episodes
+from mstpn.host.evaluate import evaluate, run_episodes
 from mstpn.model.golden import GoldenModel
 from mstpn.model.image import ParamImage, expected_shapes
 from mstpn.spec.env import FRAMESKIP, FREEZE_FRAME, MAX_FRAMES, make_env, make_vector_env
@@ -99,11 +100,16 @@ def test_game_score_stops_at_the_freeze(monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_a_long_game_freezes_and_its_game_score_is_the_points_played() -> None:
-    """A real freeze: the shipped agent's game from seed 40,000,003 is still going at
-    FREEZE_FRAME. Its game score is the return of the steps before the freeze step, ALE's
-    return differs by the spurious reward, and v5's frame limit ends the episode."""
-    image = ParamImage.load(default_agent())
+def test_a_long_game_freezes_and_its_game_score_is_the_points_played(tmp_path) -> None:
+    """A real freeze: stage 14's agent (exported from its committed checkpoint) plays a game
+    from seed 40,000,003 that is still going at FREEZE_FRAME. Its game score is the return of
+    the steps before the freeze step, ALE's return differs by the spurious reward, and v5's
+    frame limit ends the episode. (The shipped agent, stage 15, finishes its games first.)"""
+    pytest.importorskip("torch")
+    from mstpn.host.export import export_checkpoint
+
+    checkpoint = Path(__file__).resolve().parent.parent / "runs/pong-a2c-gpu-e256t/latest.pt"
+    image = export_checkpoint(checkpoint, tmp_path / "stage14.img", ema=True)
     full = run_episodes(GoldenModel.from_image(image, batch=1), 1, 40_000_003)
     ep = full["episodes"][0]
     assert ep["frozen"], "pick a seed whose game lasts past the freeze for this agent"
