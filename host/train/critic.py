@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...spec.qformat import ACT
+from .model import sum_lit_rows
 
 __all__ = ["FrameCritic"]
 
@@ -24,8 +25,8 @@ class FrameCritic(nn.Module):
     """Value of a state from the binary frame, the frame before it and h.
 
     One hidden layer of ``width`` ReLU units over the two frames' lit pixels and h, then a
-    linear read-out. The frames are sparse (a few dozen lit pixels of 3,200), so the frames'
-    part of the first layer sums the lit pixels' weight rows.
+    linear read-out. The frames' part of the first layer sums the lit pixels' weight rows
+    (:func:`.model.sum_lit_rows`), as the encoder does.
 
     Parameters
     ----------
@@ -62,10 +63,6 @@ class FrameCritic(nn.Module):
         if bits.shape != prev_bits.shape or bits.shape[-1] != self.pixels:
             raise ValueError(f"FrameCritic: frames of {self.pixels} pixels expected, got "
                              f"{tuple(bits.shape)} and {tuple(prev_bits.shape)}")
-        both = torch.cat([bits, prev_bits], dim=1)
-        rows, cols = torch.nonzero(both, as_tuple=True)
-        counts = torch.bincount(rows, minlength=both.shape[0])
-        offsets = torch.cumsum(counts, 0) - counts
-        lit = nn.functional.embedding_bag(cols, self.frames, offsets, mode="sum")
+        lit = sum_lit_rows(torch.cat([bits, prev_bits], dim=1), self.frames)
         hidden = torch.relu(lit + self.from_h((h * ACT.scale).detach().to(_DT)))
         return self.out(hidden).squeeze(-1)

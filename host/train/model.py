@@ -43,7 +43,7 @@ from ...spec.qformat import (
     tanh_table,
 )
 
-__all__ = ["MSTPN", "State", "round_away", "quantize_ste"]
+__all__ = ["MSTPN", "State", "round_away", "quantize_ste", "sum_lit_rows"]
 
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 _DT = torch.float64
@@ -135,6 +135,18 @@ class _SynapseStep(torch.autograd.Function):
         grad_z_p = (gp * h_p[:, :, None]).sum(1)
         return (grad_f_old, grad_h_p, grad_z_p, grad_z, grad_decay, grad_plast, grad_w,
                 None, None, None, None, None, None, None, None, None)
+
+
+def sum_lit_rows(bits: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``bits @ table`` for binary frames (batch, pixels), by summing the lit pixels' rows.
+
+    The frames are sparse (a few dozen lit pixels of 3,200): the sum is the same product (exact
+    for integer tables), several times cheaper, forward and backward.
+    """
+    rows, cols = torch.nonzero(bits, as_tuple=True)
+    counts = torch.bincount(rows, minlength=bits.shape[0])
+    offsets = torch.cumsum(counts, 0) - counts
+    return torch.nn.functional.embedding_bag(cols, table, offsets, mode="sum")
 
 
 class MSTPN(nn.Module):
@@ -255,14 +267,7 @@ class MSTPN(nn.Module):
 
     def encode(self, bits: torch.Tensor, codes: dict[str, torch.Tensor]) -> torch.Tensor:
         """Encoder outputs (ACT codes) of binary frames (batch, pixels) in {0, 1}."""
-        # The frames are sparse (a few dozen lit pixels of 3,200): summing the lit pixels'
-        # weight columns is the same product (exact integer sums), several times cheaper,
-        # forward and backward.
-        rows, cols = torch.nonzero(bits, as_tuple=True)
-        counts = torch.bincount(rows, minlength=bits.shape[0])
-        offsets = torch.cumsum(counts, 0) - counts
-        acc = torch.nn.functional.embedding_bag(
-            cols, codes["enc_w"].T.contiguous(), offsets, mode="sum").to(_DT)
+        acc = sum_lit_rows(bits, codes["enc_w"].T.contiguous()).to(_DT)
         return self._neuron(acc, codes["enc_gain"], codes["enc_bias"], ENC_NORM_SHIFT)
 
     def _update_f(self, f_old: torch.Tensor, h_p: torch.Tensor, z_p: torch.Tensor,
